@@ -1,0 +1,1 @@
+"""rlspec.compiler: YAML spec -> validated, expanded, rendered Snakemake workflow (pure Python, no torch)."""

@@ -1,0 +1,250 @@
+"""Cross-field rules: what the field types alone cannot say.
+
+Each rule is a small generator of `Issue`s (path + message, no location: the caller adds it from
+the spec's location table). Messages say what is wrong, why it breaks, and what to set instead.
+`run(spec)` applies every rule and returns all issues, so the user sees them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from .errors import Issue
+from .spec import (FILTER_DOMAINS, ConstantGroupSize, DecontaminateFilter, EntropyTargetTemperature,
+                   PassRateFilter, Spec, Stage)
+
+Rule = Callable[[Spec], Iterator[Issue]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def run(spec: Spec) -> list[Issue]:
+    return [issue for fn in RULES for issue in fn(spec)]
+
+
+def group_sizes(stage: Stage) -> list[int]:
+    g = stage.group_size
+    return [g.value] if isinstance(g, ConstantGroupSize) else list(g.values)
+
+
+def train_ranks(spec: Spec) -> int:
+    """Data-parallel training ranks: nodes x ranks per node (default: GPUs per node, at least 1)."""
+    r = spec.resources.train
+    return r.nodes * (r.ranks_per_node or max(r.gpus, 1))
+
+
+def warn(path, message) -> Issue:
+    return Issue(tuple(path), message, severity="warning")
+
+
+# ------------------------------------------------------------------------------------------
+
+
+@rule
+def model_source(spec: Spec):
+    m = spec.model
+    if (m.path is None) == (m.from_scratch is None):
+        yield Issue(("model",), "set exactly one of `path` (a hub id or local folder) and `from_scratch` "
+                    "(a tiny model built locally); the starting policy must be unambiguous")
+
+
+@rule
+def unique_stage_names(spec: Spec):
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(spec.stages):
+        if stage.name in seen:
+            yield Issue(("stages", i, "name"), f"stage name {stage.name!r} is already used by stages[{seen[stage.name]}]; "
+                        "names identify jobs, reports and grid paths, so make them unique")
+        seen.setdefault(stage.name, i)
+
+
+@rule
+def steps_or_epochs(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        if (stage.steps is None) == (stage.epochs is None):
+            yield Issue(("stages", i), "set exactly one of `steps` and `epochs`: the stage needs one "
+                        "unambiguous length (e.g. `steps: 1000`)")
+
+
+@rule
+def dataset_references(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        for j, name in enumerate(stage.datasets):
+            if name not in spec.datasets:
+                yield Issue(("stages", i, "datasets", j), f"dataset {name!r} is not declared under `datasets:` "
+                            f"(declared: {', '.join(sorted(spec.datasets))}); declare it or fix the name")
+
+
+@rule
+def group_size_at_least_two(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        for g in group_sizes(stage):
+            if g < 2:
+                yield Issue(("stages", i, "group_size"), f"group size {g} < 2: the GRPO advantage is reward minus "
+                            "the group mean, which is always 0 for a single response, so nothing would be learned; "
+                            "set group_size ≥ 2 (AceReason: 8 or 16)")
+
+
+@rule
+def batch_divisible_by_ranks(spec: Spec):
+    ranks = train_ranks(spec)
+    for i, stage in enumerate(spec.stages):
+        for g in sorted(set(group_sizes(stage))):
+            total = stage.prompts_per_step * g
+            if total % ranks:
+                yield Issue(("stages", i, "prompts_per_step"), f"prompts_per_step × group_size = "
+                            f"{stage.prompts_per_step} × {g} = {total} responses is not divisible by the {ranks} "
+                            "training ranks (resources.train), so ranks would get unequal batches; change "
+                            "prompts_per_step or the number of ranks")
+
+
+@rule
+def mini_batch_divides(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        mb = stage.algorithm.mini_batch_size
+        if mb is not None and stage.prompts_per_step % mb:
+            yield Issue(("stages", i, "algorithm", "mini_batch_size"), f"mini_batch_size {mb} does not divide "
+                        f"prompts_per_step {stage.prompts_per_step}, so the last mini-batch would be short; "
+                        "pick a divisor")
+
+
+@rule
+def lengths_fit_context(spec: Spec):
+    ctx = spec.model.max_context
+    for i, stage in enumerate(spec.stages):
+        need = stage.rollout.max_prompt_tokens + stage.max_response_tokens
+        if need > ctx:
+            yield Issue(("stages", i, "max_response_tokens"), f"max prompt + max response = "
+                        f"{stage.rollout.max_prompt_tokens} + {stage.max_response_tokens} = {need} tokens exceeds "
+                        f"model.max_context ({ctx}); the engine would reject or truncate sequences; lower "
+                        "max_response_tokens or rollout.max_prompt_tokens, or raise model.max_context")
+    prompt = spec.rollout.max_prompt_tokens
+    for name, bench in spec.benchmarks.items():
+        need = prompt + bench.sampling.max_response_tokens
+        if need > ctx:
+            yield Issue(("benchmarks", name, "sampling", "max_response_tokens"), f"max prompt + max response = "
+                        f"{prompt} + {bench.sampling.max_response_tokens} = {need} tokens exceeds model.max_context "
+                        f"({ctx}); lower it or raise model.max_context")
+
+
+@rule
+def clipping_needed_off_policy(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        alg = stage.algorithm
+        if alg.updates_per_batch > 1 and (alg.clip.low is None or alg.clip.high is None):
+            yield Issue(("stages", i, "algorithm", "clip"), f"updates_per_batch = {alg.updates_per_batch} with "
+                        "clipping disabled: after the first update the policy is off-policy and an unclipped "
+                        "ratio lets one batch push it arbitrarily far; set clip.low/high (DAPO: 0.2 / 0.28) "
+                        "or updates_per_batch: 1")
+
+
+@rule
+def lengths_do_not_shrink(spec: Spec):
+    for i in range(1, len(spec.stages)):
+        prev, cur = spec.stages[i - 1], spec.stages[i]
+        if cur.max_response_tokens < prev.max_response_tokens and _domains(spec, cur) == _domains(spec, prev):
+            yield warn(("stages", i, "max_response_tokens"), f"{cur.max_response_tokens} is shorter than the previous "
+                       f"stage's {prev.max_response_tokens}: a length curriculum normally grows (8K -> 16K -> 24K); "
+                       "responses the policy learned to write will now be truncated")
+
+
+def _domains(spec: Spec, stage: Stage) -> frozenset[str]:
+    return frozenset(spec.datasets[d].domain for d in stage.datasets if d in spec.datasets)
+
+
+@rule
+def filter_references(spec: Spec):
+    for name, ds in spec.datasets.items():
+        for j, f in enumerate(ds.filters):
+            path = ("datasets", name, "filters", j)
+            allowed = FILTER_DOMAINS.get(f.kind)
+            if allowed and ds.domain not in allowed:
+                yield Issue(path + ("kind",), f"filter `{f.kind}` applies to {'/'.join(sorted(allowed))} data, but "
+                            f"dataset {name!r} is {ds.domain}; remove it or fix the dataset's domain")
+            if isinstance(f, DecontaminateFilter):
+                yield from _decontaminate_refs(spec, ds.domain, f, path)
+            if isinstance(f, PassRateFilter):
+                if f.policy == "previous":
+                    yield Issue(path + ("policy",), "`previous` only means something in a stage's filter_before; "
+                                "in a dataset use `initial` or a model id/folder")
+                if f.min > f.max:
+                    yield Issue(path + ("min",), f"min {f.min} > max {f.max}: no item can be kept; swap them")
+
+
+def _decontaminate_refs(spec: Spec, domain: str, f: DecontaminateFilter, path):
+    if f.benchmarks is None:
+        if not any(b.domain == domain for b in spec.benchmarks.values()) and not f.extra_files:
+            yield warn(path, f"no {domain} benchmark is declared and no extra_files are given, so decontamination "
+                       "checks against nothing; declare the benchmarks you will report")
+        return
+    for k, bname in enumerate(f.benchmarks):
+        if bname not in spec.benchmarks:
+            yield Issue(path + ("benchmarks", k), f"benchmark {bname!r} is not declared under `benchmarks:` "
+                        f"(declared: {', '.join(sorted(spec.benchmarks)) or 'none'}); decontamination can only "
+                        "check against declared benchmarks")
+
+
+@rule
+def stage_filters(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        f = stage.filter_before
+        if f is not None and f.min > f.max:
+            yield Issue(("stages", i, "filter_before", "min"), f"min {f.min} > max {f.max}: no prompt can be kept; "
+                        "swap them")
+
+
+@rule
+def temperature_bounds(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        t = stage.rollout.temperature
+        if isinstance(t, EntropyTargetTemperature) and not t.min <= t.initial <= t.max:
+            yield Issue(("stages", i, "rollout", "temperature"), f"entropy_target needs min ≤ initial ≤ max "
+                        f"(got {t.min} ≤ {t.initial} ≤ {t.max}); the controller keeps T inside [min, max]")
+
+
+@rule
+def overlong_buffer(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        o = stage.algorithm.overlong
+        if o.kind == "soft_penalty" and o.buffer >= stage.max_response_tokens:
+            yield Issue(("stages", i, "algorithm", "overlong", "buffer"), f"soft_penalty buffer {o.buffer} must be "
+                        f"shorter than the stage's max_response_tokens ({stage.max_response_tokens}), or every "
+                        "response is penalised; DAPO uses 4096 of 20480")
+
+
+@rule
+def benchmark_metrics(spec: Spec):
+    for name, b in spec.benchmarks.items():
+        for j, metric in enumerate(b.metrics):
+            path = ("benchmarks", name, "metrics", j)
+            if metric.startswith("pass@") and int(metric[5:]) > b.k:
+                yield Issue(path, f"{metric} needs at least {metric[5:]} samples per problem but k = {b.k}; "
+                            f"raise k (the paper uses 128 samples for pass@k)")
+            if metric == "maj@k" and b.domain != "math":
+                yield Issue(path, "maj@k votes over extracted answers and only applies to math; use avg@k or pass@N")
+        if b.date_window is not None:
+            if b.domain != "code":
+                yield Issue(("benchmarks", name, "date_window"), "a release-date window only applies to code "
+                            "benchmarks (LiveCodeBench); remove it")
+            elif b.date_window.start >= b.date_window.end:
+                yield Issue(("benchmarks", name, "date_window"), f"start {b.date_window.start} is not before end "
+                            f"{b.date_window.end}; the window would be empty")
+
+
+@rule
+def deepspeed_offload(spec: Spec):
+    ds = spec.resources.deepspeed
+    if ds.offload_params and ds.zero_stage != 3:
+        yield Issue(("resources", "deepspeed", "offload_params"), f"parameter offload needs ZeRO stage 3 "
+                    f"(zero_stage is {ds.zero_stage}); set zero_stage: 3 or offload_params: false")
+
+
+@rule
+def evaluation_has_benchmarks(spec: Spec):
+    if not spec.benchmarks and any(s.evaluate for s in spec.stages):
+        yield warn(("benchmarks",), "stages ask to be evaluated but no benchmarks are declared; the report will "
+                   "only show training curves")

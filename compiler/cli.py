@@ -1,0 +1,148 @@
+"""`rlspec`: check, plan, compile and run experiment specs.
+
+    rlspec check SPEC.yaml            validate; every problem as FILE:LINE:COL path: message
+    rlspec schema                     JSON Schema of the spec language
+    rlspec plan SPEC.yaml [--json]    the job DAG, shared jobs, rollout budget and GPU-hours
+    rlspec compile SPEC.yaml [-o DIR] write the build folder (default build/<name>)
+    rlspec run SPEC.yaml [--profile local|slurm|PATH] [--cores N] [--dry-run] [-- SNAKEMAKE ARGS]
+
+Exit codes: 0 ok, 1 the spec (or the run) has errors, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import SpecError
+from .plan import Plan, build_plan, totals
+from .render import render, write_build
+from .validate import Checked, check_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args, extra)
+    except SpecError as exc:
+        _print_issues(exc)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlspec", description="Declarative RL experiments for reasoning models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="validate a spec; print every problem with its file:line")
+    c.add_argument("spec")
+    c.set_defaults(func=cmd_check)
+    s = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    s.set_defaults(func=cmd_schema)
+    pl = sub.add_parser("plan", help="show the expanded job DAG and the rollout budget")
+    pl.add_argument("spec")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.set_defaults(func=cmd_plan)
+    co = sub.add_parser("compile", help="write the build folder (Snakefile, rules, one JSON per job, manifest)")
+    co.add_argument("spec")
+    co.add_argument("-o", "--out", help="build folder (default: build/<spec name>)")
+    co.set_defaults(func=cmd_compile)
+    r = sub.add_parser("run", help="compile, then run the workflow with Snakemake",
+                       description="Compile, then run the workflow with Snakemake. Arguments after `--` go to Snakemake.")
+    r.add_argument("spec")
+    r.add_argument("-o", "--out", help="build folder (default: build/<spec name>)")
+    r.add_argument("--profile", default="local", help="local, slurm, or a Snakemake profile folder (default: local)")
+    r.add_argument("--cores", type=int, default=None, help="cores for local execution (default: all)")
+    r.add_argument("--dry-run", "-n", action="store_true", help="list the jobs that would run; run nothing")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def _print_issues(exc: SpecError) -> None:
+    errors = len(exc.errors)
+    print(exc.render(), file=sys.stderr)
+    print(f"{errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
+
+
+def _checked(spec: str) -> Checked:
+    checked = check_file(spec)
+    for w in checked.warnings:
+        print(w.render(), file=sys.stderr)
+    return checked
+
+
+def cmd_check(args, extra) -> int:
+    checked = _checked(args.spec)
+    cells = len(checked.cells)
+    print(f"{args.spec}: ok ({cells} grid cell{'s' if cells != 1 else ''}, {len(checked.warnings)} warnings)")
+    return 0
+
+
+def cmd_schema(args, extra) -> int:
+    from .schema import spec_schema
+    print(json.dumps(spec_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_plan(args, extra) -> int:
+    checked = _checked(args.spec)
+    plan = build_plan(checked.cells)
+    data = plan_data(plan)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        from .show import print_plan
+        print_plan(data)
+    return 0
+
+
+def plan_data(plan: Plan) -> dict:
+    labels = {cj.cell.index: cj.cell.label for cj in plan.cells}
+    jobs = []
+    for job in plan.jobs.values():
+        jobs.append({"kind": job.kind, "id": job.id, "label": job.label, "needs": job.input_ids(),
+                     "cells": [labels[c] for c in job.cells], "shared_by": len(job.cells),
+                     "resources": job.resources, "estimate": job.estimate})
+    counts = {k: sum(1 for j in jobs if j["kind"] == k) for k in dict.fromkeys(j["kind"] for j in jobs)}
+    return {"spec": plan.spec_name, "cells": [labels[c] for c in sorted(labels)], "jobs": jobs,
+            "job_counts": counts, "totals": totals(plan)}
+
+
+def default_out(checked: Checked) -> Path:
+    return Path("build") / checked.cells[0].spec.name
+
+
+def compile_spec(spec: str, out: str | None) -> tuple[Checked, Plan, Path, dict]:
+    checked = _checked(spec)
+    plan = build_plan(checked.cells)
+    files = render(checked, plan, spec_file=spec)
+    target = Path(out) if out else default_out(checked)
+    counts = write_build(files, target)
+    return checked, plan, target, counts
+
+
+def cmd_compile(args, extra) -> int:
+    checked, plan, target, counts = compile_spec(args.spec, args.out)
+    print(f"compiled {args.spec} -> {target}/ ({len(checked.cells)} cells, {len(plan.jobs)} jobs; "
+          f"{counts['written']} files written, {counts['unchanged']} unchanged, {counts['removed']} removed)")
+    return 0
+
+
+def cmd_run(args, extra) -> int:
+    from .runner import run_snakemake
+    checked, plan, target, _ = compile_spec(args.spec, args.out)
+    print(f"compiled {args.spec} -> {target}/ ({len(plan.jobs)} jobs)")
+    return run_snakemake(target, profile=args.profile, cores=args.cores, dry_run=args.dry_run, extra=extra,
+                         total_jobs=len(plan.jobs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

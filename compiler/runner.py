@@ -1,0 +1,90 @@
+"""`rlspec run`: Snakemake on a compiled build folder, with a progress display.
+
+Snakemake runs as a subprocess of the same Python environment (`python -m snakemake`), with this
+environment's bin folder first on PATH so job commands (`python -m rlspec.runtime...`) use the same
+interpreter. Its full log goes to `<build>/logs/snakemake.log`; the terminal shows a progress bar
+and, when a job fails, the tail of that job's log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+STEPS = re.compile(r"^(\d+) of (\d+) steps \((?:\d+%|[\d.]+%)\) done")
+RULE = re.compile(r"^(?:localrule|rule) (\w+):")
+JOB_ERROR = re.compile(r"^Error in rule (\w+):")
+LOG_LINE = re.compile(r"^\s+log: (\S+)")
+TAIL_LINES = 30
+
+
+def profile_dir(build: Path, profile: str) -> Path:
+    if profile in ("local", "slurm"):
+        return (build / "profiles" / profile).resolve()
+    path = Path(profile)
+    if not (path / "config.yaml").is_file():
+        raise SystemExit(f"rlspec run: --profile {profile!r} is neither local, slurm, nor a folder with a config.yaml")
+    return path.resolve()
+
+
+def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: bool, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(build / "Snakefile"), "--directory", str(build),
+           "--profile", str(profile_dir(build, profile))]
+    if cores is not None:
+        cmd += ["--cores", str(cores)]
+    if dry_run:
+        cmd += ["--dry-run"]
+    return cmd + list(extra)
+
+
+def run_snakemake(build: Path, *, profile: str = "local", cores: int | None = None, dry_run: bool = False,
+                  extra: list[str] | None = None, total_jobs: int | None = None, console: Console | None = None) -> int:
+    console = console or Console(stderr=True)
+    cmd = snakemake_command(build, profile=profile, cores=cores, dry_run=dry_run, extra=extra or [])
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    log_path = build / "logs" / "snakemake.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        return subprocess.call(cmd, env=env)
+    failed_logs: list[str] = []
+    with open(log_path, "w", encoding="utf-8") as log, Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=total_jobs)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        in_error = False
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if m := STEPS.match(line):
+                progress.update(task, completed=int(m[1]), total=int(m[2]))
+            elif m := RULE.match(line):
+                progress.update(task, description=f"running {m[1]}")
+            elif m := JOB_ERROR.match(line):
+                in_error = True
+                progress.console.print(f"[red]job failed: {m[1]}[/red]")
+            elif in_error and (m := LOG_LINE.match(line)):
+                failed_logs.append(m[1].split(" ")[0])
+                in_error = False
+            elif line.startswith("Nothing to be done"):
+                progress.update(task, description="up to date", completed=total_jobs or 0)
+        rc = proc.wait()
+    for rel in failed_logs:
+        path = build / rel
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+            console.print(f"[bold]--- last {len(tail)} lines of {path} ---[/bold]")
+            console.print("\n".join(tail), markup=False, highlight=False)
+    if rc != 0:
+        console.print(f"[red]snakemake failed (exit {rc}); full log: {log_path}[/red]")
+        return 1
+    console.print(f"done; results under {build}/results, log: {log_path}")
+    return 0

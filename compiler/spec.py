@@ -1,0 +1,696 @@
+"""The experiment spec: every setting is a typed field with a default and one docstring.
+
+These models are the whole contract between the user's YAML, the compiler and the runtime jobs.
+Closed choices are `Literal`s; polymorphic blocks (filters, schedules, model sources) are unions
+tagged by `kind`, so a mistake gives one precise error. Models are frozen and reject unknown keys.
+Field docstrings become the JSON Schema descriptions (`rlspec schema`).
+
+Cross-field rules (group size vs ranks, lengths vs context, references between blocks) live in
+`rlspec.compiler.checks`, so that all of them are reported together with file:line locations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+Domain = Literal["math", "code"]
+Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules: a plain number means "constant"; otherwise a block tagged by `kind`.
+# --------------------------------------------------------------------------------------------
+
+
+def _number_to_constant(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"kind": "constant", "value": value}
+    return value
+
+
+class ConstantTemperature(Model):
+    kind: Literal["constant"] = "constant"
+    value: Annotated[float, Field(gt=0.0, le=5.0)]
+    """Sampling temperature for every step."""
+
+
+class PerEpochTemperature(Model):
+    kind: Literal["per_epoch"]
+    values: Annotated[list[Annotated[float, Field(gt=0.0, le=5.0)]], Field(min_length=1)]
+    """Temperature for epoch 0, 1, ...; the last value holds for later epochs (code stage 2: [0.6, 0.8, 1.0])."""
+
+
+class EntropyTargetTemperature(Model):
+    kind: Literal["entropy_target"]
+    target: Annotated[float, Field(gt=0.0)] = 0.3
+    """Mean token entropy (nats) of the temperature-adjusted sampling distribution to hold (AceReason 1.1: about 0.3)."""
+    initial: Annotated[float, Field(gt=0.0, le=5.0)] = 0.6
+    """Temperature for the first step."""
+    min: Annotated[float, Field(gt=0.0, le=5.0)] = 0.3
+    """Lower bound for the controlled temperature."""
+    max: Annotated[float, Field(gt=0.0, le=5.0)] = 1.2
+    """Upper bound for the controlled temperature."""
+    gain: Annotated[float, Field(gt=0.0)] = 0.5
+    """Step size of the multiplicative update: T <- T * exp(gain * (target - entropy) / target)."""
+
+
+Temperature = Annotated[
+    Union[ConstantTemperature, PerEpochTemperature, EntropyTargetTemperature],
+    Field(discriminator="kind"),
+    BeforeValidator(_number_to_constant, json_schema_input_type=Union[float, dict]),
+]
+
+
+class ConstantGroupSize(Model):
+    kind: Literal["constant"] = "constant"
+    value: Annotated[int, Field(ge=1, le=1024)]
+    """Responses sampled per prompt at every step."""
+
+
+class PerEpochGroupSize(Model):
+    kind: Literal["per_epoch"]
+    values: Annotated[list[Annotated[int, Field(ge=1, le=1024)]], Field(min_length=1)]
+    """Group size for epoch 0, 1, ...; the last value holds for later epochs (code stage 2: [8, 16])."""
+
+
+GroupSize = Annotated[
+    Union[ConstantGroupSize, PerEpochGroupSize],
+    Field(discriminator="kind"),
+    BeforeValidator(_number_to_constant, json_schema_input_type=Union[int, dict]),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class PromptTemplate(Model):
+    template: str = "<｜User｜>{question}<｜Assistant｜><think>\n"
+    """Prompt around each question; `{question}` is replaced by the problem text plus the domain suffix
+    (AceReason: `<｜User｜>{question}<｜Assistant｜><think>\\n`, no system prompt)."""
+    math_suffix: str = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+    """Appended to every math question (AceReason's instruction)."""
+    code_suffix: str = ("\n\nWrite a Python program that solves the problem. Place the solution in a single "
+                        "```python code block.")
+    """Appended to every code question; starter code, when a problem has it, follows this."""
+    use_chat_template: bool = False
+    """Render with the tokenizer's chat template instead of `template` (the question becomes one user message)."""
+
+
+class AnswerExtraction(Model):
+    think_end: str | None = "</think>"
+    """Only text after the last occurrence of this tag is graded; a response without it gets reward 0
+    (`no_answer`). Null grades the whole response."""
+    math: Literal["boxed"] = "boxed"
+    """Math answers: the last `\\boxed{...}` (nested braces allowed)."""
+    math_fallback_patterns: list[str] = []
+    """Regular expressions tried in order when no `\\boxed{}` is found (group 1 is the answer)."""
+    code: Literal["last_python_block"] = "last_python_block"
+    """Code answers: the last fenced ```python block."""
+
+
+class ScratchTokenizer(Model):
+    vocab_size: Annotated[int, Field(ge=260, le=65536)] = 384
+    """BPE vocabulary size, trained locally by `tokenizers` on the warm-up corpus (byte-level, Qwen2 pre-tokenizer)."""
+    corpus_size: Annotated[int, Field(ge=10)] = 2000
+    """How many warm-up examples the tokenizer is trained on."""
+
+
+class ScratchArchitecture(Model):
+    family: Literal["qwen2", "llama"] = "qwen2"
+    """transformers architecture to instantiate from a config (no weights are downloaded)."""
+    hidden_size: Annotated[int, Field(ge=8)] = 128
+    intermediate_size: Annotated[int, Field(ge=8)] = 256
+    num_layers: Annotated[int, Field(ge=1)] = 2
+    num_heads: Annotated[int, Field(ge=1)] = 4
+    num_kv_heads: Annotated[int, Field(ge=1)] = 2
+    tie_word_embeddings: bool = True
+
+
+class Warmup(Model):
+    """Supervised warm-up so the from-scratch policy starts better than random."""
+
+    sources: Annotated[list["Source"], Field(min_length=1)]
+    """Where the warm-up examples come from (question + worked answer), e.g. `builtin://math?...`."""
+    steps: Annotated[int, Field(ge=0)] = 300
+    """Optimiser steps of supervised fine-tuning (0 skips the warm-up)."""
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    lr: Annotated[float, Field(gt=0.0)] = 3e-3
+    max_tokens: Annotated[int, Field(ge=16)] = 256
+    """Examples are truncated to this many tokens."""
+
+
+class FromScratch(Model):
+    """A tiny model built by a cached DAG job: config -> local tokenizer -> random init -> SFT warm-up."""
+
+    architecture: ScratchArchitecture = ScratchArchitecture()
+    tokenizer: ScratchTokenizer = ScratchTokenizer()
+    warmup: Warmup
+
+
+class ModelSpec(Model):
+    path: str | None = None
+    """Hugging Face id (`hf://org/name` or `org/name`) or a local folder with an HF model. Exactly one of
+    `path` and `from_scratch`."""
+    revision: str | None = None
+    """Hub revision (commit or tag) to pin, for `hf://` paths."""
+    from_scratch: FromScratch | None = None
+    """Build a tiny model locally instead (offline use, tests, the quickstart)."""
+    tokenizer: str | None = None
+    """Tokenizer id or folder when it differs from the model's."""
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Weights and compute dtype for training and rollouts (float32 on CPU for exact parity tests)."""
+    max_context: Annotated[int, Field(ge=16)] = 32768
+    """Longest prompt + response the model supports; every stage's max prompt + max response must fit."""
+    prompt: PromptTemplate = PromptTemplate()
+    answer: AnswerExtraction = AnswerExtraction()
+
+
+# --------------------------------------------------------------------------------------------
+# Data sources and curation filters
+# --------------------------------------------------------------------------------------------
+
+
+class Source(Model):
+    uri: Annotated[str, Field(min_length=1)]
+    """`hf://org/name`, a local `.jsonl`/`.json`/`.parquet`/`.csv` file (relative to the spec), or a
+    `builtin://math` / `builtin://code` generator (parameters as a query: `builtin://math?n=2000&difficulty=2`)."""
+    config: str | None = None
+    """Dataset configuration name (`hf://` only)."""
+    split: str = "train"
+    """Split to read (`hf://` only)."""
+    revision: str | None = None
+    """Dataset revision to pin (`hf://` only)."""
+    fields: dict[str, str] = {}
+    """Map from our field names (`prompt`, `answer`, `tests`, `starter_code`, `fn_name`, `release_date`, ...)
+    to the source's column names, where they differ."""
+    limit: Annotated[int, Field(ge=1)] | None = None
+    """Read at most this many records (after a seeded shuffle when `shuffle`)."""
+    shuffle: bool = False
+    """Shuffle records with the spec seed before `limit`."""
+
+
+class _Filter(Model):
+    pass
+
+
+class LanguageFilter(_Filter):
+    kind: Literal["language"]
+    keep: Annotated[list[str], Field(min_length=1)] = ["en"]
+    """ISO 639-1 codes to keep, detected by langid (ships its own model; no downloads)."""
+
+
+class MultipartFilter(_Filter):
+    kind: Literal["multipart"]
+    """Drop questions with several sub-questions ((a), (b), ... or numbered parts)."""
+
+
+class MultipleChoiceFilter(_Filter):
+    kind: Literal["multiple_choice"]
+    """Drop multiple-choice questions."""
+
+
+class TrueFalseFilter(_Filter):
+    kind: Literal["true_false"]
+    """Drop true/false and yes/no questions."""
+
+
+class ProofFilter(_Filter):
+    kind: Literal["proof"]
+    """Drop proof questions (no checkable final answer)."""
+
+
+class FigureReferenceFilter(_Filter):
+    kind: Literal["figure_reference"]
+    """Drop questions that refer to a figure, diagram or image the model cannot see."""
+
+
+class LengthFilter(_Filter):
+    kind: Literal["length"]
+    min: Annotated[int, Field(ge=0)] = 0
+    """Drop questions shorter than this (AceReason drops too-short problems)."""
+    max: Annotated[int, Field(ge=1)] | None = None
+    """Drop questions longer than this."""
+    unit: Literal["chars", "tokens"] = "chars"
+    """Count characters, or tokens of the policy's tokenizer."""
+
+
+class AnswerParseableFilter(_Filter):
+    kind: Literal["answer_parseable"]
+    """Keep only math items whose reference answer the math verifier can parse."""
+
+
+class DedupExactFilter(_Filter):
+    kind: Literal["dedup_exact"]
+    fields: Annotated[list[str], Field(min_length=1)] = ["prompt"]
+    """Fields whose normalised text (case, spacing, punctuation folded) forms the duplicate key; code
+    datasets add `url` to dedup by statement and URL."""
+
+
+class DedupNearFilter(_Filter):
+    kind: Literal["dedup_near"]
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    """Estimated Jaccard similarity above which two items are near-duplicates (the later one is dropped)."""
+    num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
+    """MinHash permutations."""
+    shingle: Annotated[int, Field(ge=1, le=32)] = 5
+    """Shingle size in words."""
+
+
+class DecontaminateFilter(_Filter):
+    kind: Literal["decontaminate"]
+    n: Annotated[int, Field(ge=3, le=64)] | None = None
+    """n-gram size in words; default 9 for math and 14 for code (the paper's values)."""
+    benchmarks: list[Name] | None = None
+    """Benchmarks to decontaminate against (names from `benchmarks:`); default: every declared benchmark
+    of the dataset's domain."""
+    extra_files: list[str] = []
+    """More evaluation files (jsonl/json/parquet/csv with a `prompt` field) to decontaminate against."""
+
+
+class PassRateFilter(_Filter):
+    kind: Literal["pass_rate"]
+    policy: str = "initial"
+    """Whose pass rate: `initial` (the spec's starting model), `previous` (the checkpoint before the stage,
+    only in a stage's `filter_before`), or a model id/folder (a teacher, for the agreement filter)."""
+    k: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Samples per item."""
+    min: Fraction01 = 0.0
+    """Keep items whose pass rate is ≥ min (1/8 keeps only items a teacher can solve)."""
+    max: Fraction01 = 1.0
+    """Keep items whose pass rate is ≤ max (the paper's hard prompts: 6/16 = 0.375)."""
+    max_response_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Response budget for the k samples; default: the stage's (or, in datasets, the first stage's)."""
+    temperature: Annotated[float, Field(gt=0.0, le=5.0)] = 0.6
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    majority: bool = False
+    """Also require the majority answer over the k samples to match the reference (math; the paper's
+    teacher-agreement filter: a strong model's majority answer over up to 8 tries)."""
+    min_response_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Drop items the policy answers correctly in fewer tokens on average (the paper drops problems
+    answered in under 2,000 tokens as too easy)."""
+
+
+class DateCutoffFilter(_Filter):
+    kind: Literal["date_cutoff"]
+    before: dt.date | None = None
+    """Keep problems released before this date (AceReason: 2024-08-01, the start of LiveCodeBench v5)."""
+    after: dt.date | None = None
+    """Keep problems released on or after this date."""
+
+
+class MinTestsFilter(_Filter):
+    kind: Literal["min_tests"]
+    min: Annotated[int, Field(ge=1)] = 1
+    """Drop code problems with fewer test cases."""
+
+
+class InteractiveFilter(_Filter):
+    kind: Literal["interactive"]
+    """Drop interactive problems (from metadata and statement cues)."""
+
+
+class SpecialJudgeFilter(_Filter):
+    kind: Literal["special_judge"]
+    """Drop problems that need a special judge (several correct outputs)."""
+
+
+class ValidateTestsFilter(_Filter):
+    kind: Literal["validate_tests"]
+    """Run the reference solution in the code sandbox; drop the problem if it fails any test (false negatives)."""
+
+
+class WeakTestsFilter(_Filter):
+    kind: Literal["weak_tests"]
+    """Drop problems whose tests a trivially wrong program passes (false-positive rewards)."""
+
+
+Filter = Annotated[
+    Union[
+        LanguageFilter, MultipartFilter, MultipleChoiceFilter, TrueFalseFilter, ProofFilter,
+        FigureReferenceFilter, LengthFilter, AnswerParseableFilter, DedupExactFilter, DedupNearFilter,
+        DecontaminateFilter, PassRateFilter, DateCutoffFilter, MinTestsFilter, InteractiveFilter,
+        SpecialJudgeFilter, ValidateTestsFilter, WeakTestsFilter,
+    ],
+    Field(discriminator="kind"),
+]
+FILTER_DOMAINS: dict[str, frozenset[str]] = {
+    "answer_parseable": frozenset({"math"}),
+    "date_cutoff": frozenset({"code"}),
+    "min_tests": frozenset({"code"}),
+    "interactive": frozenset({"code"}),
+    "special_judge": frozenset({"code"}),
+    "validate_tests": frozenset({"code"}),
+    "weak_tests": frozenset({"code"}),
+}
+
+
+class Dataset(Model):
+    domain: Domain
+    """`math` (graded by the math verifier) or `code` (graded by the sandbox)."""
+    sources: Annotated[list[Source], Field(min_length=1)]
+    """Concatenated in order, then filtered."""
+    filters: list[Filter] = []
+    """Applied in order; each reports records in / kept / dropped in the curation funnel."""
+    expected_size: Annotated[int, Field(ge=1)] | None = None
+    """Prompts expected after curation; only used by `rlspec plan` to turn epochs into steps."""
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithm and rollout defaults (each stage may override any field)
+# --------------------------------------------------------------------------------------------
+
+
+class Advantage(Model):
+    normalize_std: bool = True
+    """Divide (reward - group mean) by the group std (GRPO); false gives Dr. GRPO's unnormalised advantage."""
+    eps: Annotated[float, Field(gt=0.0)] = 1e-6
+    """Added to the group std."""
+
+
+class KL(Model):
+    coef: Annotated[float, Field(ge=0.0)] = 0.0
+    """β; 0 loads no reference model (AceReason: 0; DeepScaleR: 0.001)."""
+    estimator: Literal["k1", "k2", "k3", "low_var_kl"] = "k3"
+    """KL estimator between policy and reference per token."""
+
+
+class Clip(Model):
+    low: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.2
+    """PPO clip ε below 1 (ratio ≥ 1 - low); null disables clipping. Irrelevant at 1 update per batch."""
+    high: Annotated[float, Field(ge=0.0, le=10.0)] | None = 0.28
+    """PPO clip ε above 1 (DAPO's clip-higher: 0.28); null disables clipping."""
+
+
+class DynamicSampling(Model):
+    enabled: bool = False
+    """Drop groups whose rewards are all equal and refill the batch (DAPO)."""
+    max_rounds: Annotated[int, Field(ge=1, le=64)] = 3
+    """At most this many extra generation rounds per step to refill the batch."""
+
+
+class Overlong(Model):
+    kind: Literal["none", "mask", "soft_penalty"] = "none"
+    """Truncated responses: `none` (reward as graded, usually 0), `mask` (excluded from the loss;
+    helps at 8K/16K, hurts at 32K), `soft_penalty` (DAPO's linear penalty inside the buffer)."""
+    buffer: Annotated[int, Field(ge=1)] = 4096
+    """`soft_penalty`: length of the penalty ramp in tokens before the maximum."""
+    factor: Annotated[float, Field(ge=0.0)] = 1.0
+    """`soft_penalty`: penalty at the maximum length."""
+
+
+class Optimizer(Model):
+    name: Literal["adamw"] = "adamw"
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-6
+    """AceReason: 1e-6 for math stages, 5e-6 for code stages."""
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    """Linear learning-rate warm-up at the start of each stage."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule after warm-up."""
+    grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
+    """Global gradient-norm clip; null disables it."""
+
+
+class Health(Model):
+    """Rules that stop a training job with a clear message instead of burning compute."""
+
+    max_zero_reward_steps: Annotated[int, Field(ge=1)] | None = 50
+    """Stop after this many consecutive steps with mean reward 0."""
+    max_all_zero_variance_steps: Annotated[int, Field(ge=1)] | None = 50
+    """Stop after this many consecutive steps where every group had equal rewards."""
+    max_sandbox_error_rate: Fraction01 | None = 0.05
+    """Stop when more than this fraction of a step's code answers end in `sandbox_error`."""
+
+
+class Algorithm(Model):
+    advantage: Advantage = Advantage()
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
+    """How token losses become one number: mean over all tokens of the batch (AceReason, DAPO),
+    mean of per-sequence means (original GRPO), or per-sequence sums over a constant (Dr. GRPO)."""
+    kl: KL = KL()
+    entropy_coef: Annotated[float, Field(ge=0.0)] = 0.0
+    """Entropy bonus weight (AceReason: 0)."""
+    clip: Clip = Clip()
+    updates_per_batch: Annotated[int, Field(ge=1, le=64)] = 1
+    """Optimiser passes over each rollout batch; 1 = strict on-policy (AceReason; 2 or 4 collapsed entropy)."""
+    mini_batch_size: Annotated[int, Field(ge=1)] | None = None
+    """Prompts per optimiser step within a rollout batch; null = the whole batch (one step per update)."""
+    micro_batch_size: Annotated[int, Field(ge=1)] = 4
+    """Sequences per forward/backward per rank (gradient accumulation covers the rest)."""
+    dynamic_sampling: DynamicSampling = DynamicSampling()
+    overlong: Overlong = Overlong()
+    optimizer: Optimizer = Optimizer()
+    filter_solved: bool = False
+    """Drop from later epochs the prompts solved on every rollout of the previous epoch (code stage 2)."""
+    checkpoint_every: Annotated[int, Field(ge=1)] = 50
+    """Write a resumable checkpoint every this many steps (and at the end)."""
+    health: Health = Health()
+
+
+class VllmSettings(Model):
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    """Fraction of GPU memory vLLM may take (colocated with the trainer)."""
+    kv_cache_memory_bytes: Annotated[int, Field(ge=1 << 20)] | None = None
+    """KV-cache size in bytes; required on CPU (default there: 256 MiB), where vLLM otherwise takes 90% of RAM."""
+    enforce_eager: bool = False
+    """Skip CUDA graphs / torch.compile (faster start, slower decode)."""
+    max_num_seqs: Annotated[int, Field(ge=1)] = 256
+
+
+class HfSettings(Model):
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    """Sequences per `generate` call."""
+
+
+class Rollout(Model):
+    engine: Literal["vllm", "hf"] = "vllm"
+    """Generation engine: vLLM (default wherever installed) or transformers `generate`."""
+    temperature: Temperature = ConstantTemperature(value=0.6)
+    """A number, `{kind: per_epoch, values: [...]}` or `{kind: entropy_target, target: 0.3, ...}`."""
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, Field(ge=-1)] = -1
+    """-1 disables top-k."""
+    max_prompt_tokens: Annotated[int, Field(ge=1)] = 2048
+    """Longer prompts are dropped at curation time."""
+    vllm: VllmSettings = VllmSettings()
+    hf: HfSettings = HfSettings()
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+
+
+class StageFilter(Model):
+    """A pass-rate filter run on the current policy before a stage (the paper's hard prompts)."""
+
+    k: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Samples per prompt."""
+    min: Fraction01 = 0.0
+    """Keep prompts solved at least this often."""
+    max: Fraction01 = 0.375
+    """Keep prompts solved at most this often (AceReason: drop > 6/16 = 0.375)."""
+    max_response_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Response budget for the samples; default the stage's."""
+    temperature: Annotated[float, Field(gt=0.0, le=5.0)] = 0.6
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+
+
+class Stage(Model):
+    name: Name
+    """Unique stage name; used in job names, reports and grid paths (`stages[math-8k]...`)."""
+    datasets: Annotated[list[Name], Field(min_length=1)]
+    """Names from `datasets:`; prompts are mixed."""
+    max_response_tokens: Annotated[int, Field(ge=1)]
+    """Response length budget (AceReason: 8K -> 16K -> 24K for math, 24K -> 32K for code)."""
+    steps: Annotated[int, Field(ge=1)] | None = None
+    """Optimiser steps (one rollout batch each); exactly one of `steps` and `epochs`."""
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    """Passes over the stage's prompts; exactly one of `steps` and `epochs`."""
+    prompts_per_step: Annotated[int, Field(ge=1)] = 128
+    """Prompts per rollout batch (AceReason: 128)."""
+    group_size: GroupSize = ConstantGroupSize(value=8)
+    """Responses per prompt: a number or `{kind: per_epoch, values: [8, 16]}`."""
+    filter_before: StageFilter | None = None
+    """Run a pass-rate filter with the policy entering this stage and train only on what it keeps."""
+    evaluate: bool = True
+    """Benchmark this stage's final checkpoint."""
+    algorithm: Algorithm = Algorithm()
+    """Overrides of the top-level `algorithm` for this stage (merged key by key)."""
+    rollout: Rollout = Rollout()
+    """Overrides of the top-level `rollout` for this stage (merged key by key)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmarks, grid, tracking, resources
+# --------------------------------------------------------------------------------------------
+
+
+class Sampling(Model):
+    temperature: Annotated[float, Field(ge=0.0, le=5.0)] = 0.6
+    """AceReason evaluation: 0.6."""
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    top_k: Annotated[int, Field(ge=-1)] = -1
+    max_response_tokens: Annotated[int, Field(ge=1)] = 32768
+    """AceReason evaluation: up to 32,768 tokens."""
+
+
+class DateWindow(Model):
+    start: dt.date
+    """First release date included (LiveCodeBench v5: 2024-08-01)."""
+    end: dt.date
+    """First release date excluded (v5: 2025-02-01; v6: 2025-05-01)."""
+
+
+class Reference(Model):
+    model: str
+    """Who scored it, e.g. `AceReason-Nemotron-7B (paper)`."""
+    value: float
+    """The published value of the benchmark's first metric, in percent."""
+
+
+Metric = Annotated[str, Field(pattern=r"^(avg@k|pass@\d+|maj@k)$")]
+
+
+class Benchmark(Model):
+    domain: Domain
+    source: Source
+    k: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Samples per problem (AceReason: AIME avg@64, MATH500 avg@4, LiveCodeBench avg@8)."""
+    metrics: Annotated[list[Metric], Field(min_length=1)] = ["avg@k"]
+    """`avg@k` (mean accuracy over k samples), `pass@N` (unbiased estimator, N ≤ k), `maj@k` (math)."""
+    sampling: Sampling = Sampling()
+    date_window: DateWindow | None = None
+    """Code benchmarks: keep problems released in [start, end)."""
+    reference: list[Reference] = []
+    """Published numbers shown as reference rows in the report (a list, so a spec that extends this one
+    replaces it whole)."""
+
+
+class GridAxis(Model):
+    path: Annotated[str, Field(min_length=1)]
+    """Dotted path into the spec: `stages[1].max_response_tokens`, `stages[math-24k].filter_before.max`,
+    `algorithm.updates_per_batch`, `seed`."""
+    values: Annotated[list[Any], Field(min_length=1)]
+    """Values to try; each is validated against the field's type."""
+    name: Name | None = None
+    """Short label for reports and W&B tags (default: the last path part)."""
+
+
+class Grid(Model):
+    mode: Literal["product", "zip"] = "product"
+    """`product`: every combination of axis values; `zip`: the i-th values of all axes together."""
+    axes: Annotated[list[GridAxis], Field(min_length=1)]
+    exclude: list[dict[str, Any]] = []
+    """Cells to skip: each entry maps axis paths (or names) to values; a cell matching all of them is dropped."""
+
+
+class Tracking(Model):
+    backend: Literal["wandb", "none"] = "wandb"
+    project: str = "rlspec"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    """`offline` writes runs under `wandb/` for a later `wandb sync`; `online` needs a key and network."""
+    group: str = "{name}-{cell}"
+    """W&B group per grid cell; `{name}` is the spec name, `{cell}` the cell label."""
+    tags: list[str] = []
+    """Extra tags; every run is also tagged with its job kind and its grid-axis values."""
+
+
+class JobResources(Model):
+    gpus: Annotated[int, Field(ge=0)] = 0
+    """GPUs per node."""
+    cpus: Annotated[int, Field(ge=1)] = 1
+    """CPU cores (Snakemake threads)."""
+    mem_gb: Annotated[float, Field(gt=0)] = 4
+    time_min: Annotated[int, Field(ge=1)] = 60
+    """Wall-clock limit in minutes (Slurm `--time`)."""
+    nodes: Annotated[int, Field(ge=1)] = 1
+    ranks_per_node: Annotated[int, Field(ge=1)] | None = None
+    """Training ranks per node; default: the GPUs per node (at least 1)."""
+    slurm_partition: str | None = None
+    slurm_extra: str | None = None
+    """Extra sbatch flags, passed as is."""
+
+
+class DeepSpeedSettings(Model):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    """ZeRO-3 only."""
+
+
+class Throughput(Model):
+    """Declared speeds used by `rlspec plan` to estimate GPU-hours (measure them on your cluster)."""
+
+    rollout_tokens_per_gpu_s: Annotated[float, Field(gt=0)] = 2500.0
+    """Generated tokens per second per GPU."""
+    train_tokens_per_gpu_s: Annotated[float, Field(gt=0)] = 8000.0
+    """Trained (prompt + response) tokens per second per GPU."""
+    mean_response_fraction: Fraction01 = 0.6
+    """Mean response length as a fraction of the maximum (the plan's upper bound uses 1)."""
+
+
+class Resources(Model):
+    model: JobResources = JobResources(cpus=2, mem_gb=8, time_min=60)
+    curate: JobResources = JobResources(cpus=2, mem_gb=8, time_min=60)
+    filter: JobResources = JobResources(cpus=2, mem_gb=8, time_min=120)
+    train: JobResources = JobResources(cpus=2, mem_gb=16, time_min=1440)
+    bench: JobResources = JobResources(cpus=2, mem_gb=8, time_min=240)
+    report: JobResources = JobResources(cpus=1, mem_gb=2, time_min=30)
+    deepspeed: DeepSpeedSettings = DeepSpeedSettings()
+    throughput: Throughput = Throughput()
+
+
+class RewardSettings(Model):
+    math_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """Per-answer limit for the math verifier; a stuck item is `timeout`, never silently wrong."""
+    code_time_limit_s: Annotated[float, Field(gt=0)] = 6.0
+    """Per-test limit when a problem gives none (the paper does not publish its limit)."""
+    code_total_time_limit_s: Annotated[float, Field(gt=0)] = 60.0
+    """Limit for all tests of one program."""
+    code_memory_mb: Annotated[int, Field(ge=16)] = 1024
+    """Address-space limit for a program under test."""
+
+
+class Spec(Model):
+    name: Name
+    """Experiment name: build folder, W&B group, report title."""
+    seed: int = 0
+    """Seeds data order, sampling and initialisation; a grid axis over `seed` gives repeats."""
+    description: str = ""
+    model: ModelSpec
+    datasets: Annotated[dict[Name, Dataset], Field(min_length=1)]
+    algorithm: Algorithm = Algorithm()
+    """Defaults for every stage."""
+    rollout: Rollout = Rollout()
+    """Defaults for every stage."""
+    reward: RewardSettings = RewardSettings()
+    stages: Annotated[list[Stage], Field(min_length=1)]
+    """Trained in order; each starts from the previous stage's final checkpoint."""
+    evaluate_initial: bool = True
+    """Benchmark the starting model too, so reports show "before RL"."""
+    benchmarks: dict[Name, Benchmark] = {}
+    grid: Grid | None = None
+    tracking: Tracking = Tracking()
+    resources: Resources = Resources()
+
+
+FromScratch.model_rebuild()
+Warmup.model_rebuild()

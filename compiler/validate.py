@@ -1,0 +1,424 @@
+"""Spec file -> validated grid cells, with every problem located at file:line:col.
+
+Order of work:
+1. read the YAML and its `extends` chain (`source.py`), keeping locations;
+2. fill each stage's `algorithm` / `rollout` from the top-level defaults (stage keys win);
+3. validate with pydantic and turn its errors into located, user-worded issues;
+4. expand the grid: each cell is the raw spec with the axis values set, validated again, so a
+   grid value of the wrong type is reported at the grid line that wrote it;
+5. cross-field checks (`checks.py`) on every cell.
+All problems are collected and raised together as one `SpecError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import checks
+from .errors import Issue, Loc, Path, SpecError, dotted_path, parse_dotted
+from .source import Located, deep_merge, load_spec_file
+from .spec import Spec
+from .walk import kinds_of, model_at, type_at
+
+STAGE_DEFAULTED = ("algorithm", "rollout")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its label, the axis values that made it, and the validated spec."""
+
+    index: int
+    label: str
+    values: dict[str, Any]  # axis name -> value
+    spec: Spec
+
+
+@dataclass
+class Checked:
+    """The result of checking a spec file: its cells and any warnings."""
+
+    file: str
+    cells: list[Cell]
+    warnings: list[Issue] = field(default_factory=list)
+    base: Spec | None = None  # the spec without grid values
+
+
+# ------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------
+
+
+def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
+    """Load, validate and expand a spec. Raises SpecError with every problem found."""
+    located = load_spec_file(path, display=display)
+    # Top-level `x-...` keys hold YAML anchors to reuse (as in docker-compose); they are not settings.
+    located.data = {k: v for k, v in located.data.items() if not str(k).startswith("x-")}
+    issues: list[Issue] = []
+    base = _validate(located, located.data, issues)
+    if base is None:
+        # Still report the cross-field problems: drop the keys that failed and check the rest.
+        repaired = _repair(located.data, issues)
+        if repaired is not None:
+            issues.extend(_locate(located, i) for i in checks.run(repaired) if i.severity == "error")
+        raise SpecError(_dedupe(issues))
+    cells = _expand(located, base, issues)
+    for cell in cells:
+        issues.extend(_locate(located, i) for i in checks.run(cell.spec))
+    issues = _dedupe(issues)
+    if any(i.severity == "error" for i in issues):
+        raise SpecError(issues)
+    warnings = sorted((i for i in issues if i.severity == "warning"), key=Issue.sort_key)
+    return Checked(file=display or str(path), cells=cells, warnings=warnings, base=base)
+
+
+# ------------------------------------------------------------------------------------------
+# stage defaults
+# ------------------------------------------------------------------------------------------
+
+
+def with_stage_defaults(raw: dict) -> dict:
+    """Each stage's `algorithm` and `rollout` = top-level block deep-merged with the stage's own."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list):
+        return raw
+    out = dict(raw)
+    stages = []
+    for stage in raw["stages"]:
+        if isinstance(stage, dict):
+            stage = dict(stage)
+            for key in STAGE_DEFAULTED:
+                top = raw.get(key) if isinstance(raw.get(key), dict) else {}
+                own = stage.get(key, {})
+                stage[key] = deep_merge(top, own) if isinstance(own, dict) else own
+        stages.append(stage)
+    out["stages"] = stages
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# pydantic -> located issues
+# ------------------------------------------------------------------------------------------
+
+
+def _validate(located: Located, raw: Any, issues: list[Issue], *, override_locs: dict | None = None) -> Spec | None:
+    data = with_stage_defaults(raw)
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            issues.append(_issue_from_pydantic(located, data, err, override_locs or {}))
+        return None
+
+
+def _user_path(data: Any, loc: tuple, err_type: str) -> Path:
+    """Drop pydantic's union tags and wrapper names from `loc`, keeping what the user wrote."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(data, dict) and isinstance(part, str) and part in data:
+            data = data[part]
+            out.append(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+            out.append(part)
+        elif last and err_type == "missing" and isinstance(part, str) and isinstance(data, dict):
+            out.append(part)
+    return tuple(out)
+
+
+def _issue_from_pydantic(located: Located, data: Any, err: dict, override_locs: dict) -> Issue:
+    kind = err["type"]
+    path = _user_path(data, err["loc"], kind)
+    if not any(path[: len(p)] == p for p in override_locs):
+        path = _origin(located, path)
+    value = err.get("input")
+    msg = err["msg"]
+    if kind == "extra_forbidden":
+        parent = model_at(Spec, path[:-1], data)
+        fields = sorted(parent.model_fields) if parent else []
+        text = f"unknown key {path[-1]!r}" + _suggest(str(path[-1]), fields)
+        if fields:
+            text += f"; valid keys here: {', '.join(fields)}"
+        return Issue(path, text, _where(located, path, override_locs, key=True))
+    if kind == "union_tag_invalid":
+        kinds = sorted(kinds_of(type_at(Spec, path, data) or object))
+        got = value.get("kind") if isinstance(value, dict) else value
+        text = f"unknown kind {got!r}" + _suggest(str(got), kinds)
+        if kinds:
+            text += f"; valid kinds: {', '.join(kinds)}"
+        return Issue(path + ("kind",), text, _where(located, path + ("kind",), override_locs))
+    if kind == "union_tag_not_found":
+        kinds = sorted(kinds_of(type_at(Spec, path, data) or object))
+        return Issue(path, f"missing `kind:`; set one of: {', '.join(kinds)}", _where(located, path, override_locs))
+    if kind == "missing":
+        parent = model_at(Spec, path[:-1], data)
+        desc = ""
+        if parent is not None and path and path[-1] in parent.model_fields:
+            desc = parent.model_fields[path[-1]].description or ""
+            desc = f" ({desc.splitlines()[0]})" if desc else ""
+        return Issue(path, f"required key missing{desc}; add `{path[-1]}:` here",
+                     _where(located, path[:-1], override_locs))
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        options = [o.strip().strip("'\"") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+        text = f"{value!r} is not allowed" + _suggest(str(value), options) + f"; use {expected}"
+        return Issue(path, text, _where(located, path, override_locs))
+    if kind == "string_pattern_mismatch":
+        text = (f"{value!r} is not a valid name: use letters, digits, `_`, `.` or `-`, "
+                "starting with a letter or digit (it becomes part of file and job names)")
+        return Issue(path, text, _where(located, path, override_locs))
+    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "a map"
+    if isinstance(value, list):
+        shown = "a list"
+    return Issue(path, f"{msg[0].lower() + msg[1:]} (got {shown})", _where(located, path, override_locs))
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _where(located: Located, path: Path, override_locs: dict, *, key: bool = False) -> Loc | None:
+    for n in range(len(path), -1, -1):
+        if path[:n] in override_locs:
+            return override_locs[path[:n]]
+    return located.loc(_origin(located, path), key=key)
+
+
+def _origin(located: Located, path: Path) -> Path:
+    """The path the user actually wrote for a stage value inherited from a top-level default:
+    stages[1].rollout.temperature -> rollout.temperature when stage 1 does not set it."""
+    if len(path) >= 3 and path[0] == "stages" and path[2] in STAGE_DEFAULTED:
+        written = any(p[: len(path)] == path for p in located.value_locs)
+        if not written and any(p[: len(path) - 2] == path[2:] for p in located.value_locs):
+            return path[2:]
+    return path
+
+
+def _locate(located: Located, issue: Issue) -> Issue:
+    if issue.loc is not None:
+        return issue
+    path = _origin(located, issue.path)
+    return Issue(path, issue.message, located.loc(path), issue.severity)
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen: set = set()
+    out = []
+    for i in issues:
+        key = (i.path, i.message, i.loc, i.severity)
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+    return out
+
+
+def _repair(raw: Any, issues: list[Issue], rounds: int = 4) -> Spec | None:
+    """Best effort: remove the map keys that failed validation (so defaults apply) until the spec
+    validates; None if that does not converge. Only used to run the cross-field checks anyway."""
+    data = copy.deepcopy(raw)
+    bad = [i.path for i in issues]
+    for _ in range(rounds):
+        for path in bad:
+            _delete_deepest_key(data, path)
+        found: list[Issue] = []
+        spec = _validate(Located(data), data, found)
+        if spec is not None:
+            return spec
+        bad = [i.path for i in found]
+    return None
+
+
+def _delete_deepest_key(data: Any, path: Path) -> None:
+    cut = max((n for n, part in enumerate(path) if isinstance(part, str)), default=None)
+    if cut is None:
+        return
+    node = data
+    for part in path[:cut]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(path[cut], None)
+
+
+# ------------------------------------------------------------------------------------------
+# grid expansion
+# ------------------------------------------------------------------------------------------
+
+
+def resolve_path(raw: dict, path: Path) -> Path:
+    """Replace stage / dataset names in brackets by list indices: stages[math-8k] -> stages[0]."""
+    out: list[str | int] = []
+    node: Any = raw
+    for part in path:
+        if isinstance(part, str) and isinstance(node, list):
+            idx = next((i for i, s in enumerate(node) if isinstance(s, dict) and s.get("name") == part), None)
+            if idx is None:
+                names = [s.get("name") for s in node if isinstance(s, dict)]
+                raise KeyError(f"no entry named {part!r} (names: {', '.join(map(str, names))})")
+            part = idx
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int):
+            node = node[part] if -len(node) <= part < len(node) else None
+        else:
+            node = None
+    return tuple(out)
+
+
+def set_path(raw: dict, path: Path, value: Any) -> dict:
+    """A copy of raw with `value` at path; missing maps on the way are created."""
+    raw = copy.deepcopy(raw)
+    node: Any = raw
+    for part in path[:-1]:
+        if isinstance(node, dict):
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+        else:
+            node = node[part]
+    node[path[-1]] = value
+    return raw
+
+
+def _check_axis_path(base_raw: dict, text: str) -> tuple[Path | None, str | None]:
+    try:
+        parsed = parse_dotted(text)
+    except ValueError as exc:
+        return None, f"malformed path: {exc}; write it like `stages[1].max_response_tokens`"
+    if parsed and parsed[0] in ("grid", "name", "extends"):
+        return None, f"`{parsed[0]}` cannot be a grid axis"
+    try:
+        resolved = resolve_path(base_raw, parsed)
+    except KeyError as exc:
+        return None, f"path {text!r} does not exist: {exc.args[0]}"
+    data = with_stage_defaults(base_raw)
+    if type_at(Spec, resolved, data) is None:
+        return None, _explain_missing_path(data, resolved, text)
+    node: Any = data
+    for i, part in enumerate(resolved):
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                size = len(node) if isinstance(node, list) else 0
+                return None, (f"path {text!r} does not exist: {dotted_path(resolved[:i]) or 'spec'} has "
+                              f"{size} entries, so index {part} is out of range")
+            node = node[part]
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    return resolved, None
+
+
+def _explain_missing_path(data: Any, path: Path, text: str) -> str:
+    for n in range(len(path)):
+        if type_at(Spec, path[: n + 1], data) is None:
+            parent = model_at(Spec, path[:n], data)
+            fields = sorted(parent.model_fields) if parent else []
+            bad = path[n]
+            hint = _suggest(str(bad), fields)
+            return f"path {text!r} does not exist: no field {bad!r} under {dotted_path(path[:n]) or 'the spec'}{hint}"
+    return f"path {text!r} does not exist"
+
+
+def _expand(located: Located, base: Spec, issues: list[Issue]) -> list[Cell]:
+    raw = located.data
+    if base.grid is None:
+        return [Cell(0, "base", {}, base)]
+    grid = base.grid
+    base_raw = {k: v for k, v in raw.items() if k != "grid"}
+    axes: list[tuple[str, Path, list, Path]] = []  # (name, resolved path, values, spec path of the axis)
+    for i, axis in enumerate(grid.axes):
+        resolved, problem = _check_axis_path(base_raw, axis.path)
+        if problem:
+            issues.append(Issue(("grid", "axes", i, "path"), problem, located.loc(("grid", "axes", i, "path"))))
+            continue
+        name = axis.name or _axis_label(resolved)
+        axes.append((name, resolved, list(axis.values), ("grid", "axes", i)))
+    names = [a[0] for a in axes]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        issues.append(Issue(("grid", "axes"), f"two axes are named {dup!r}; give them distinct `name:`s",
+                            located.loc(("grid", "axes"))))
+    if issues:
+        return []
+    if grid.mode == "zip":
+        lengths = {len(a[2]) for a in axes}
+        if len(lengths) > 1:
+            issues.append(Issue(("grid", "mode"), "`zip` needs axes of equal length "
+                                f"(got {', '.join(str(len(a[2])) for a in axes)}); use `product` or equalise them",
+                                located.loc(("grid", "mode"))))
+            return []
+        combos = list(zip(*(range(len(a[2])) for a in axes)))
+    else:
+        combos = list(itertools.product(*(range(len(a[2])) for a in axes)))
+    excluded = _exclusions(located, grid, axes, issues)
+    cells: list[Cell] = []
+    for combo in combos:
+        values = {a[0]: a[2][j] for a, j in zip(axes, combo)}
+        if any(all(_same(values[k], v) for k, v in ex.items()) for ex in excluded):
+            continue
+        cell_raw = base_raw
+        override_locs: dict[Path, Loc] = {}
+        for (name, path, vals, spec_path), j in zip(axes, combo):
+            cell_raw = set_path(cell_raw, path, vals[j])
+            loc = located.loc(spec_path + ("values", j))
+            override_locs[path] = loc
+            if path[0] in STAGE_DEFAULTED:  # a top-level default also lands in every stage
+                for s in range(len(cell_raw.get("stages", []))):
+                    override_locs[("stages", s) + path] = loc
+        spec = _validate(located, cell_raw, issues, override_locs=override_locs)
+        if spec is not None:
+            label = ",".join(f"{k}={_fmt(v, j)}" for k, v, j in zip(values, values.values(), combo))
+            cells.append(Cell(len(cells), label, values, spec))
+    if not cells and not issues:
+        issues.append(Issue(("grid", "exclude"), "every grid cell is excluded; nothing would run",
+                            located.loc(("grid", "exclude"))))
+    return cells
+
+
+def _exclusions(located: Located, grid, axes, issues: list[Issue]) -> list[dict[str, Any]]:
+    by_name = {a[0]: a[0] for a in axes}
+    by_path = {dotted_path(a[1]): a[0] for a in axes}
+    by_written = {}
+    for a, axis in zip(axes, grid.axes):
+        by_written[axis.path] = a[0]
+    out = []
+    for i, ex in enumerate(grid.exclude):
+        entry = {}
+        for key, value in ex.items():
+            name = by_name.get(key) or by_written.get(key) or by_path.get(key)
+            if name is None:
+                issues.append(Issue(("grid", "exclude", i, key), f"{key!r} is not a grid axis"
+                                    + _suggest(key, list(by_name) + list(by_written)),
+                                    located.loc(("grid", "exclude", i, key), key=True)))
+                continue
+            entry[name] = value
+        out.append(entry)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _axis_label(path: Path) -> str:
+    last = [p for p in path if isinstance(p, str)]
+    return last[-1] if last else dotted_path(path)
+
+
+def _fmt(value: Any, index: int) -> str:
+    """A short, readable label for an axis value (lists of named entries by their names)."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+        return "+".join(str(v["name"]) for v in value)
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return text if len(text) <= 24 else f"#{index}"
+    return str(value)

@@ -1,0 +1,17 @@
+"""`model` job: build the from-scratch policy (tokenizer, init, SFT warm-up); see rlspec.compiler.plan for what it does.
+
+Run by the compiled workflow as `python -m rlspec.runtime.model --job jobs/model/<id>.json --context context.json`.
+This build validates the job file and stops: the runtime for this job kind lands with its own issue.
+"""
+
+import sys
+
+from rlspec.runtime.job import not_implemented
+
+
+def main(argv: list[str] | None = None) -> int:
+    return not_implemented("model", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
