@@ -94,7 +94,7 @@ def cmd_schema(args, extra) -> int:
 
 def cmd_plan(args, extra) -> int:
     checked = _checked(args.spec)
-    plan = build_plan(checked.cells)
+    plan = build_plan(checked.cells, Path(args.spec).parent)
     data = plan_data(plan)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -122,7 +122,7 @@ def default_out(checked: Checked) -> Path:
 
 def compile_spec(spec: str, out: str | None) -> tuple[Checked, Plan, Path, dict]:
     checked = _checked(spec)
-    plan = build_plan(checked.cells)
+    plan = build_plan(checked.cells, Path(spec).parent)
     files = render(checked, plan, spec_file=spec)
     target = Path(out) if out else default_out(checked)
     counts = write_build(files, target)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .checks import group_sizes, train_ranks
@@ -99,9 +100,12 @@ class Plan:
 # ------------------------------------------------------------------------------------------
 
 
-def build_plan(cells: list[Cell]) -> Plan:
+def build_plan(cells: list[Cell], spec_dir: str | Path | None = None) -> Plan:
+    """Jobs for every cell. `spec_dir` is where relative local data files are looked up (the spec's
+    folder); their sha256 enters the job config, so changed data gets a new job id."""
     jobs: dict[str, Job] = {}
-    cell_jobs = [_cell_jobs(cell, jobs) for cell in cells]
+    sources = _Sources(Path(spec_dir) if spec_dir is not None else None)
+    cell_jobs = [_cell_jobs(cell, jobs, sources) for cell in cells]
     report = _report_job(cells[0].spec, cell_jobs, jobs)
     return Plan(spec_name=cells[0].spec.name, cells=cell_jobs, jobs=jobs, report=report)
 
@@ -132,13 +136,47 @@ def _model_common(spec: Spec) -> dict[str, Any]:
             "tokenizer": m.tokenizer}
 
 
-def _cell_jobs(cell: Cell, jobs: dict[str, Job]) -> CellJobs:
+class _Sources:
+    """Source blocks as job config: local files carry the sha256 of their bytes (or null if absent)."""
+
+    def __init__(self, spec_dir: Path | None):
+        self.spec_dir = spec_dir
+        self._hashes: dict[str, str | None] = {}
+
+    def __call__(self, source) -> dict[str, Any]:
+        entry = _dump(source)
+        if is_local_uri(source.uri):
+            entry["sha256"] = self._hash(source.uri)
+        return entry
+
+    def _hash(self, uri: str) -> str | None:
+        if uri not in self._hashes:
+            path = Path(uri) if self.spec_dir is None else self.spec_dir / uri
+            self._hashes[uri] = _file_sha256(path) if path.is_file() else None
+        return self._hashes[uri]
+
+
+def is_local_uri(uri: str) -> bool:
+    return "://" not in uri
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cell_jobs(cell: Cell, jobs: dict[str, Job], sources: _Sources) -> CellJobs:
     spec = cell.spec
     res = spec.resources
     initial: str | None = None
     policy: dict[str, Any]
     if spec.model.from_scratch is not None:
-        config = {"from_scratch": _dump(spec.model.from_scratch), "seed": spec.seed, **_model_common(spec)}
+        scratch = _dump(spec.model.from_scratch)
+        scratch["warmup"]["sources"] = [sources(src) for src in spec.model.from_scratch.warmup.sources]
+        config = {"from_scratch": scratch, "seed": spec.seed, **_model_common(spec)}
         initial = _add(jobs, "model", "model from_scratch", config, {}, res.model, cell.index)
         policy = {"policy": initial}
     else:
@@ -147,7 +185,7 @@ def _cell_jobs(cell: Cell, jobs: dict[str, Job]) -> CellJobs:
 
     curate: dict[str, str] = {}
     for name in _used_datasets(spec):
-        config, needs_policy = _curate_config(spec, name)
+        config, needs_policy = _curate_config(spec, name, sources)
         inputs = dict(policy) if needs_policy else {}
         curate[name] = _add(jobs, "curate", f"curate {name}", config, inputs, res.curate, cell.index)
 
@@ -155,6 +193,7 @@ def _cell_jobs(cell: Cell, jobs: dict[str, Job]) -> CellJobs:
         out = {}
         for bname, bench in spec.benchmarks.items():
             config = {"benchmark": bname, **_dump(bench.model_copy(update={"reference": []})),
+                      "source": sources(bench.source),
                       "base_model": policy_model, "seed": 0,
                       "engine": _dump(spec.rollout), "reward": _dump(spec.reward), **_model_common(spec)}
             config["engine"].pop("temperature")  # evaluation samples at the benchmark's own temperature
@@ -198,7 +237,7 @@ def _used_datasets(spec: Spec) -> list[str]:
     return seen
 
 
-def _curate_config(spec: Spec, name: str) -> tuple[dict[str, Any], bool]:
+def _curate_config(spec: Spec, name: str, sources: _Sources) -> tuple[dict[str, Any], bool]:
     ds = spec.datasets[name]
     filters = []
     needs_policy = False
@@ -210,7 +249,7 @@ def _curate_config(spec: Spec, name: str) -> tuple[dict[str, Any], bool]:
             entry["n"] = f.n or DECONTAMINATION_N[ds.domain]
             names = f.benchmarks if f.benchmarks is not None else sorted(
                 b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
-            entry["benchmarks"] = {b: {"source": _dump(spec.benchmarks[b].source),
+            entry["benchmarks"] = {b: {"source": sources(spec.benchmarks[b].source),
                                        "domain": spec.benchmarks[b].domain} for b in names}
         if isinstance(f, PassRateFilter):
             entry["max_response_tokens"] = f.max_response_tokens or first_len
@@ -223,7 +262,7 @@ def _curate_config(spec: Spec, name: str) -> tuple[dict[str, Any], bool]:
         if getattr(f, "unit", None) == "tokens":
             needs_policy = needs_policy or spec.model.from_scratch is not None
         filters.append(entry)
-    config = {"dataset": name, "domain": ds.domain, "sources": [_dump(s) for s in ds.sources], "filters": filters,
+    config = {"dataset": name, "domain": ds.domain, "sources": [sources(s) for s in ds.sources], "filters": filters,
               "max_prompt_tokens": spec.rollout.max_prompt_tokens, "reward": _dump(spec.reward),
               "engine": _dump(spec.rollout), **_model_common(spec)}
     if randomised:

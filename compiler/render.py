@@ -102,6 +102,8 @@ def render(checked: Checked, plan: Plan, *, spec_file: str) -> dict[str, str]:
         {"label": c.label, "values": c.values, "spec": c.spec.model_dump(mode="json")} for c in checked.cells]})
     files["context.json"] = _json({
         "name": spec0.name,
+        # Relative local data files in the spec are read from here (not part of any job id).
+        "spec_dir": str(Path(spec_file).resolve().parent),
         "tracking": spec0.tracking.model_dump(mode="json"),
         "cells": [{"index": c.index, "label": c.label, "values": c.values} for c in checked.cells],
         "jobs": {j.id: {"kind": j.kind, "label": j.label, "cells": j.cells} for j in plan.jobs.values()},

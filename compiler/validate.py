@@ -72,11 +72,30 @@ def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
     cells = _expand(located, base, issues)
     for cell in cells:
         issues.extend(_locate(located, i) for i in checks.run(cell.spec))
+    issues.extend(_missing_local_files(located, base, FsPath(path).parent))
     issues = _dedupe(issues)
     if any(i.severity == "error" for i in issues):
         raise SpecError(issues)
     warnings = sorted((i for i in issues if i.severity == "warning"), key=Issue.sort_key)
     return Checked(file=display or str(path), cells=cells, warnings=warnings, base=base)
+
+
+def _missing_local_files(located: Located, spec: Spec, spec_dir: FsPath) -> list[Issue]:
+    """Local data files are read by jobs later; say now if one is not there yet."""
+    found = []
+    places: list[tuple[Path, str]] = []
+    for name, ds in spec.datasets.items():
+        places += [(("datasets", name, "sources", i, "uri"), s.uri) for i, s in enumerate(ds.sources)]
+    for name, b in spec.benchmarks.items():
+        places.append((("benchmarks", name, "source", "uri"), b.source.uri))
+    if spec.model.from_scratch is not None:
+        places += [(("model", "from_scratch", "warmup", "sources", i, "uri"), s.uri)
+                   for i, s in enumerate(spec.model.from_scratch.warmup.sources)]
+    for path, uri in places:
+        if "://" not in uri and not (spec_dir / uri).is_file():
+            found.append(Issue(path, f"local file {uri!r} does not exist (relative to {spec_dir.as_posix() or '.'}); "
+                               "the job that reads it will fail until it does", located.loc(path), "warning"))
+    return found
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,7 +232,8 @@ def _dedupe(issues: list[Issue]) -> list[Issue]:
     seen: set = set()
     out = []
     for i in issues:
-        key = (i.path, i.message, i.loc, i.severity)
+        # One line per place in the file: a YAML anchor used twice gives one message, not two.
+        key = (i.message, i.loc, i.severity) if i.loc is not None else (i.path, i.message, i.severity)
         if key not in seen:
             seen.add(key)
             out.append(i)
