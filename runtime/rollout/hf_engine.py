@@ -1,0 +1,161 @@
+"""The `hf` rollout engine: transformers `generate` with KV cache, left padding and batching.
+
+What: an `Engine` over a private copy of a HF causal LM. It returns what the vLLM engine returns:
+token ids, the log-probs of the sampled tokens under the sampling distribution, finish reasons.
+
+Why: a fallback wherever vLLM is not installed or not supported, and a reference implementation
+that the vLLM engine is checked against.
+
+How: rows (prompt x sample) are sorted by prompt length (less padding), left-padded so they all end
+at the same column, and generated `hf.batch_size` rows at a time. Sampling is done by our own
+logits processor, `_Sampler`: it applies `process_logits` (the same function the trainer's
+recomputation uses), draws with a private `torch.Generator`, records the processed log-prob, and
+hands `generate` a score row that is -inf everywhere but the drawn token, so `generate`'s greedy
+step picks exactly that token. This gives processed log-probs without storing per-step scores
+(memory O(rows x vocab), not O(rows x vocab x steps)) and keeps sampling off the global RNG.
+`_StopTracker` ends rows on stop ids / stop strings and remembers when and why each row ended.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .base import Engine, RawSample, RolloutSettings, Sampling, named_tensor_list
+from .logprobs import process_logits
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class _Sampler:
+    """Logits processor: draw each row's next token ourselves and force `generate` to take it."""
+
+    def __init__(self, sampling: Sampling, generator: torch.Generator):
+        self.sampling = sampling
+        self.generator = generator
+        self.logprobs: list[torch.Tensor] = []  # one (rows,) tensor per step
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        s = self.sampling
+        logp = process_logits(scores, s.temperature, s.top_k, s.top_p)
+        if s.greedy:
+            token = logp.argmax(dim=-1)
+        else:
+            token = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(-1)
+        self.logprobs.append(logp.gather(-1, token[:, None]).squeeze(-1))
+        forced = torch.full_like(scores, float("-inf"))
+        return forced.scatter_(-1, token[:, None], 0.0)
+
+
+class _StopTracker:
+    """Stopping criterion that records, per row, how many tokens it generated before stopping."""
+
+    def __init__(self, rows: int, prompt_width: int, stop_ids: list[int], stop: tuple[str, ...], tokenizer):
+        self.prompt_width = prompt_width
+        self.stop_ids = torch.tensor(stop_ids, dtype=torch.long)
+        self.stop = stop
+        self.tokenizer = tokenizer
+        # tokens to decode to see a stop string: each token is at least one byte
+        self.tail = max((len(x.encode()) for x in stop), default=0) + 1
+        self.length = torch.full((rows,), -1, dtype=torch.long)  # -1: still running
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_width
+        hit = torch.isin(input_ids[:, -1].cpu(), self.stop_ids)
+        if self.stop:
+            hit |= self._stop_string_hits(input_ids, step)
+        newly = hit & (self.length < 0)
+        self.length[newly] = step
+        return (self.length >= 0).to(input_ids.device)
+
+    def _stop_string_hits(self, input_ids: torch.Tensor, step: int) -> torch.Tensor:
+        hits = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        window = input_ids[:, -min(self.tail, step):].tolist()
+        for row in (self.length < 0).nonzero().flatten().tolist():
+            text = self.tokenizer.decode(window[row])
+            hits[row] = any(s in text for s in self.stop)
+        return hits
+
+
+class HfEngine(Engine):
+    """Rollouts with transformers on a private model copy (see module docstring)."""
+
+    name = "hf"
+
+    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: RolloutSettings):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        super().__init__(model_path, tokenizer, settings, max_model_len)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: the hf engine supports {sorted(DTYPES)}")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype]).to(device).eval()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[RawSample]]:
+        generator = self.generator
+        if sampling.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        rows = [p for p in prompt_ids for _ in range(sampling.n)]
+        # longest first, so each batch pads to similar lengths; `order` maps results back
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        results: list[RawSample | None] = [None] * len(rows)
+        size = self.settings.hf.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            for i, sample in zip(batch, self._generate_batch([rows[i] for i in batch], sampling, generator)):
+                results[i] = sample
+        n = sampling.n
+        return [results[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+
+    @torch.inference_mode()
+    def _generate_batch(self, rows: list[list[int]], sampling: Sampling, generator) -> list[RawSample]:
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        input_ids, mask = self._left_pad(rows)
+        sampler = _Sampler(sampling, generator)
+        tracker = _StopTracker(len(rows), input_ids.shape[1], self.stop_token_ids(sampling), sampling.stop,
+                               self.tokenizer)
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1, use_cache=True,
+            pad_token_id=self.pad_id, eos_token_id=None,  # stopping is `tracker`'s job
+        )
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                  logits_processor=LogitsProcessorList([sampler]),
+                                  stopping_criteria=StoppingCriteriaList([tracker]))
+        tokens = out[:, input_ids.shape[1] :].cpu()
+        logprobs = torch.stack(sampler.logprobs, dim=1).cpu()
+        return [self._raw_sample(tokens[r], logprobs[r], int(tracker.length[r])) for r in range(len(rows))]
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def _raw_sample(tokens: torch.Tensor, logprobs: torch.Tensor, stopped_at: int) -> RawSample:
+        length = stopped_at if stopped_at >= 0 else tokens.shape[0]
+        return RawSample(tokens[:length].tolist(), logprobs[:length].tolist(), "stop" if stopped_at >= 0 else "length")
+
+    def push_weights(self, named_tensors) -> dict:
+        """Copy new weights into the engine's model (a subset is fine; unknown names are an error)."""
+        start = time.perf_counter()
+        items = named_tensor_list(named_tensors)
+        result = self.model.load_state_dict(dict(items), strict=False)
+        if result.unexpected_keys:
+            raise KeyError(f"push_weights: names the model does not have: {result.unexpected_keys[:5]}")
+        return {"tensors": len(items), "seconds": time.perf_counter() - start}
+
+    def close(self) -> None:
+        self.model = None
