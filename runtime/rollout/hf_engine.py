@@ -92,6 +92,9 @@ class HfEngine(Engine):
             raise ValueError(f"dtype {dtype!r}: the hf engine supports {sorted(DTYPES)}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype]).to(device).eval()
+        # `generate` fills unset options from the model's generation config, so an EOS there would
+        # stop rows behind `_StopTracker`'s back (and ignore `ignore_eos`); this copy is ours alone.
+        self.model.generation_config.eos_token_id = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -125,7 +128,7 @@ class HfEngine(Engine):
                                self.tokenizer)
         config = GenerationConfig(
             max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1, use_cache=True,
-            pad_token_id=self.pad_id, eos_token_id=None,  # stopping is `tracker`'s job
+            pad_token_id=self.pad_id,  # no eos_token_id: stopping is `tracker`'s job
         )
         out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
                                   logits_processor=LogitsProcessorList([sampler]),

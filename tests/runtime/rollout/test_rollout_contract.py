@@ -62,6 +62,15 @@ def test_stop_token_ends_the_sample_and_is_kept(engine, prompts):
     assert s.token_ids == full[: k + 1] and s.finish_reason == "stop" and len(s.logprobs) == k + 1
 
 
+def test_eos_stops_unless_ignored(engine, prompts):
+    eos = engine.tokenizer.eos_token_id
+    full = _greedy(engine, prompts[0], 24).token_ids  # ignore_eos: runs on past EOS
+    assert eos in full[:-1], "premise: the seeded tiny model emits EOS early on this prompt"
+    k = full.index(eos)
+    natural = engine.generate([prompts[0]], Sampling(temperature=0, max_tokens=24))[0][0]
+    assert natural.token_ids == full[: k + 1] and natural.finish_reason == "stop"
+
+
 def test_stop_string_ends_the_sample(engine, prompts):
     full = _greedy(engine, prompts[1], 24)
     decoded = [engine.tokenizer.decode(full.token_ids[: i + 1]) for i in range(len(full.token_ids))]
