@@ -7,8 +7,11 @@ line, and raised together as one `SpecError` so the user sees all of them at onc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]*$")
 
 # A path into the spec as the user wrote it: ("stages", 1, "max_response_tokens").
 Path = tuple[str | int, ...]
@@ -64,6 +67,8 @@ def dotted_path(path: Path) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{str(part)!r}]"  # a key with spaces or control characters, shown unambiguously
         else:
             out += ("." if out else "") + str(part)
     return out

@@ -11,6 +11,7 @@ replaced whole. Locations follow the data: a value inherited from the base point
 
 from __future__ import annotations
 
+import os.path
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -95,7 +96,11 @@ def _build(node, path: Path, file: str, out: Located, issues: list[Issue], ctor,
             if not isinstance(key_node, yaml.ScalarNode):
                 issues.append(Issue(path, "a key must be a plain name, not a list or map", key_loc))
                 continue
-            key = ctor.construct_object(key_node)
+            try:
+                key = ctor.construct_object(key_node)
+            except yaml.YAMLError as exc:
+                issues.append(Issue(path, f"cannot read this key: {getattr(exc, 'problem', None) or exc}", key_loc))
+                continue
             if not isinstance(key, str):
                 key = str(key)  # `1: x` or `true: y` -- keep it; validation will name it
             if key in result:
@@ -111,7 +116,8 @@ def _build(node, path: Path, file: str, out: Located, issues: list[Issue], ctor,
     try:
         return ctor.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
-        issues.append(Issue(path, f"cannot read this value: {exc}", out.value_locs[path]))
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        issues.append(Issue(path, f"cannot read this value: {problem}", out.value_locs[path]))
         return None
 
 
@@ -178,7 +184,7 @@ def load_spec_file(path: str | FsPath, *, display: str | None = None, _chain: tu
     merged: Located | None = None
     for i, parent in enumerate(parents):
         parent_fs = fs.parent / parent
-        parent_name = str(FsPath(name).parent / parent)
+        parent_name = os.path.normpath(FsPath(name).parent / parent)
         if not parent_fs.is_file():
             raise SpecError([Issue(("extends",) if len(parents) == 1 else ("extends", i),
                                    f"base spec {parent!r} not found (looked for {parent_name}); "

@@ -12,9 +12,11 @@ Cross-field rules (group size vs ranks, lengths vs context, references between b
 from __future__ import annotations
 
 import datetime as dt
+import types
+import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
@@ -24,6 +26,33 @@ Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, data: Any) -> Any:
+        # pydantic's lax mode reads `steps: true` as 1; in a spec that is always a typo. Handing the
+        # field the word instead makes pydantic reject it at the field's own location.
+        if isinstance(data, dict):
+            numeric = _numeric_fields(cls)
+            bad = {k: str(v).lower() for k, v in data.items() if isinstance(v, bool) and k in numeric}
+            if bad:
+                data = {**data, **bad}
+        return data
+
+
+def _numeric_fields(cls: type[BaseModel]) -> frozenset[str]:
+    cached = cls.__dict__.get("_numeric_cache")
+    if cached is None:
+        cached = frozenset(name for name, f in cls.model_fields.items() if _is_numeric(f.annotation))
+        setattr(cls, "_numeric_cache", cached)
+    return cached
+
+
+def _is_numeric(tp: Any) -> bool:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (Union, types.UnionType) else [tp]
+    return bool(args) and all(_is_numeric(a) if typing.get_origin(a) is Annotated else a in (int, float) for a in args)
 
 
 # --------------------------------------------------------------------------------------------

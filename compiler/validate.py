@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os.path
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
     located = load_spec_file(path, display=display)
     # Top-level `x-...` keys hold YAML anchors to reuse (as in docker-compose); they are not settings.
     located.data = {k: v for k, v in located.data.items() if not str(k).startswith("x-")}
+    _rebase_local_paths(located, FsPath(path).parent, display or str(path))
     issues: list[Issue] = []
     base = _validate(located, located.data, issues)
     if base is None:
@@ -78,6 +80,24 @@ def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
         raise SpecError(issues)
     warnings = sorted((i for i in issues if i.severity == "warning"), key=Issue.sort_key)
     return Checked(file=display or str(path), cells=cells, warnings=warnings, base=base)
+
+
+def _rebase_local_paths(located: Located, root_dir: FsPath, root_name: str) -> None:
+    """A relative data path is relative to the file that wrote it; rewrite those written in an
+    `extends` base so that all are relative to the spec being compiled."""
+    for path, loc in located.value_locs.items():
+        is_uri = path and path[-1] == "uri" or len(path) >= 2 and path[-2] == "extra_files"
+        if not is_uri or loc.file == root_name:
+            continue
+        try:
+            node = located.data
+            for part in path[:-1]:
+                node = node[part]
+            value = node[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+            node[path[-1]] = FsPath(os.path.relpath(FsPath(loc.file).parent / value, root_dir)).as_posix()
 
 
 def _missing_local_files(located: Located, spec: Spec, spec_dir: FsPath) -> list[Issue]:
@@ -398,6 +418,8 @@ def _expand(located: Located, base: Spec, issues: list[Issue]) -> list[Cell]:
         if spec is not None:
             label = ",".join(f"{k}={_fmt(v, j)}" for k, v, j in zip(values, values.values(), combo))
             cells.append(Cell(len(cells), label, values, spec))
+    if len(cells) == 1:  # a one-point grid is the same experiment as no grid
+        cells = [Cell(0, "base", {}, cells[0].spec)]
     if not cells and not issues:
         issues.append(Issue(("grid", "exclude"), "every grid cell is excluded; nothing would run",
                             located.loc(("grid", "exclude"))))

@@ -1,0 +1,20 @@
+# rlspec: evaluate one checkpoint on one benchmark
+rule bench:
+    input:
+        job="jobs/bench/{id}.json",
+        needs=lambda wc: RLSPEC["jobs"]["bench"][wc.id]["needs"],
+    output:
+        done="results/bench/{id}/done.json",
+    log:
+        "logs/bench/{id}.log",
+    threads: lambda wc: RLSPEC["jobs"]["bench"][wc.id]["resources"]["cpus"]
+    resources:
+        cpus_per_task=lambda wc: RLSPEC["jobs"]["bench"][wc.id]["resources"]["cpus_per_task"],
+        mem_mb=lambda wc: RLSPEC["jobs"]["bench"][wc.id]["resources"]["mem_mb"],
+        nodes=lambda wc: RLSPEC["jobs"]["bench"][wc.id]["resources"]["nodes"],
+        runtime=lambda wc: RLSPEC["jobs"]["bench"][wc.id]["resources"]["runtime"],
+        tasks=lambda wc: RLSPEC["jobs"]["bench"][wc.id]["resources"]["tasks"],
+    conda:
+        "../envs/eval.yaml"
+    shell:
+        "python -m rlspec.runtime.bench --job {input.job} --context context.json > {log} 2>&1"

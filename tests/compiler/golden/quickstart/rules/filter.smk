@@ -1,0 +1,20 @@
+# rlspec: keep the prompts the policy entering a stage finds hard
+rule filter:
+    input:
+        job="jobs/filter/{id}.json",
+        needs=lambda wc: RLSPEC["jobs"]["filter"][wc.id]["needs"],
+    output:
+        done="results/filter/{id}/done.json",
+    log:
+        "logs/filter/{id}.log",
+    threads: lambda wc: RLSPEC["jobs"]["filter"][wc.id]["resources"]["cpus"]
+    resources:
+        cpus_per_task=lambda wc: RLSPEC["jobs"]["filter"][wc.id]["resources"]["cpus_per_task"],
+        mem_mb=lambda wc: RLSPEC["jobs"]["filter"][wc.id]["resources"]["mem_mb"],
+        nodes=lambda wc: RLSPEC["jobs"]["filter"][wc.id]["resources"]["nodes"],
+        runtime=lambda wc: RLSPEC["jobs"]["filter"][wc.id]["resources"]["runtime"],
+        tasks=lambda wc: RLSPEC["jobs"]["filter"][wc.id]["resources"]["tasks"],
+    conda:
+        "../envs/rollout.yaml"
+    shell:
+        "python -m rlspec.runtime.filter --job {input.job} --context context.json > {log} 2>&1"
