@@ -25,7 +25,8 @@ import torch
 from .base import Engine, RawSample, RolloutSettings, Sampling, named_tensor_list
 from .logprobs import process_logits
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "auto": the dtype saved in the model's config, as vLLM reads it
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 class _Sampler:

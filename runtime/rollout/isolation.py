@@ -26,7 +26,8 @@ import torch
 
 
 def _capture_rng() -> tuple:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    # on a GPU machine this initialises CUDA early, which every engine there does anyway
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
 
 

@@ -124,3 +124,18 @@ def test_in_process_engine_leaves_the_trainers_process_state_alone(tiny_model_di
     # LD_PRELOAD, VLLM_WORKER_MULTIPROC_METHOD, ... are gone again; what may remain is torch
     # inductor's cache bookkeeping (vLLM's sampler uses torch.compile'd helpers)
     assert [k for k in result["changed_env"] if "TORCHINDUCTOR" not in k] == []
+
+
+@pytest.mark.slow
+def test_multiprocess_engine_takes_weights_as_a_safetensors_blob(tiny_model_dir, policy, prompts, monkeypatch):
+    """Engine core in its own processes (vLLM's default mode): RPC arguments are serialised there,
+    so the push goes through the worker extension (vllm_ext.py). ~30 s of process start-up."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    engine = build_engine(tiny_model_dir, "vllm")
+    try:
+        assert not engine.in_process
+        perturb(policy, 0.05, seed=3)
+        engine.push_weights(policy.state_dict())
+        assert _vllm_greedy(engine, prompts) == [reference_greedy(policy, p, GREEDY.max_tokens) for p in prompts]
+    finally:
+        engine.close()
