@@ -198,11 +198,6 @@ class Engine(abc.ABC):
                         top_p=self.settings.top_p, top_k=self.settings.top_k)
         return replace(base, **overrides)
 
-    def stop_token_ids(self, sampling: Sampling) -> list[int]:
-        """Ids that end a sample: EOS (unless ignored) plus the call's explicit stop ids."""
-        eos = [] if sampling.ignore_eos or self.tokenizer.eos_token_id is None else [self.tokenizer.eos_token_id]
-        return sorted(set(eos) | set(sampling.stop_token_ids))
-
     def encode(self, prompts: Sequence[str | Sequence[int]], max_tokens: int) -> list[list[int]]:
         """Token ids of every prompt (strings are tokenised as-is: templates were applied upstream);
         refuses prompts the spec's limits cannot hold rather than silently truncating them."""

@@ -93,11 +93,17 @@ class HfEngine(Engine):
             raise ValueError(f"dtype {dtype!r}: the hf engine supports {sorted(DTYPES)}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype]).to(device).eval()
+        # EOS ids as vLLM takes them: the tokenizer's plus the generation config's (often a list)
+        self.eos_ids = {tokenizer.eos_token_id, *_as_list(self.model.generation_config.eos_token_id)} - {None}
         # `generate` fills unset options from the model's generation config, so an EOS there would
         # stop rows behind `_StopTracker`'s back (and ignore `ignore_eos`); this copy is ours alone.
         self.model.generation_config.eos_token_id = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def stop_ids(self, sampling: Sampling) -> list[int]:
+        """Ids that end a sample: EOS (unless ignored) plus the call's explicit stop ids."""
+        return sorted((set() if sampling.ignore_eos else self.eos_ids) | set(sampling.stop_token_ids))
 
     @property
     def device(self) -> torch.device:
@@ -125,7 +131,7 @@ class HfEngine(Engine):
 
         input_ids, mask = self._left_pad(rows)
         sampler = _Sampler(sampling, generator)
-        tracker = _StopTracker(len(rows), input_ids.shape[1], self.stop_token_ids(sampling), sampling.stop,
+        tracker = _StopTracker(len(rows), input_ids.shape[1], self.stop_ids(sampling), sampling.stop,
                                self.tokenizer)
         config = GenerationConfig(
             max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1, use_cache=True,
@@ -163,3 +169,7 @@ class HfEngine(Engine):
 
     def close(self) -> None:
         self.model = None
+
+
+def _as_list(ids) -> list:
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)

@@ -139,3 +139,26 @@ def test_multiprocess_engine_takes_weights_as_a_safetensors_blob(tiny_model_dir,
         assert _vllm_greedy(engine, prompts) == [reference_greedy(policy, p, GREEDY.max_tokens) for p in prompts]
     finally:
         engine.close()
+
+
+def test_both_engines_stop_on_every_eos_id_of_the_generation_config(tiny_model_dir, tmp_path, prompts):
+    """Real checkpoints (Qwen2.5, R1-distill) list several EOS ids in generation_config.json; vLLM
+    stops on all of them, so the hf engine must too."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    probe = build_engine(tiny_model_dir, "hf").generate([prompts[1]], GREEDY)[0][0].token_ids
+    extra = next(t for t in probe[5:] if t not in probe[:5])
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "two_eos")
+    config = GenerationConfig.from_pretrained(model_dir)
+    config.eos_token_id = [config.eos_token_id, extra]
+    config.save_pretrained(model_dir)
+    natural = Sampling(temperature=0, max_tokens=48)
+    for name in ("hf", "vllm"):
+        engine = build_engine(model_dir, name)
+        try:
+            sample = engine.generate([prompts[1]], natural)[0][0]
+        finally:
+            engine.close()
+        assert sample.token_ids == probe[: probe.index(extra) + 1] and sample.finish_reason == "stop", name
