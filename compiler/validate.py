@@ -317,18 +317,22 @@ def resolve_path(raw: dict, path: Path) -> Path:
 
 
 def set_path(raw: dict, path: Path, value: Any) -> dict:
-    """A copy of raw with `value` at path; missing maps on the way are created."""
-    raw = copy.deepcopy(raw)
-    node: Any = raw
-    for part in path[:-1]:
-        if isinstance(node, dict):
-            if not isinstance(node.get(part), (dict, list)):
-                node[part] = {}
-            node = node[part]
+    """A copy of raw with `value` at path; missing maps on the way are created. Only the containers
+    along the path are copied (the rest is shared), so a 1,000-cell grid expands quickly."""
+    root = dict(raw)
+    node: Any = root
+    for part, nxt in zip(path[:-1], path[1:]):
+        child = node[part] if (isinstance(node, dict) and part in node) or isinstance(node, list) else None
+        if isinstance(child, dict):
+            child = dict(child)
+        elif isinstance(child, list):
+            child = list(child)
         else:
-            node = node[part]
-    node[path[-1]] = value
-    return raw
+            child = {} if isinstance(nxt, str) else []
+        node[part] = child
+        node = child
+    node[path[-1]] = copy.deepcopy(value)
+    return root
 
 
 def _check_axis_path(base_raw: dict, text: str) -> tuple[Path | None, str | None]:
