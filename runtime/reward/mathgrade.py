@@ -1,0 +1,222 @@
+"""Binary math reward: is the last boxed answer after ``</think>`` equivalent to the reference?
+
+What: ``grade_math(responses, references)`` returns one ``Grade`` per pair, in input order, with
+status ``correct | wrong | no_answer | timeout | error``.
+Why: the recipe's math reward is a sympy-based equivalence check (math-verify). Called naively it
+costs ~1.2 ms a pair, its SIGALRM timeout breaks outside the main thread and cancels the caller's
+alarm, and when it times out it quietly answers "wrong", which zeroes rewards without a trace.
+How, in three steps:
+1. extract the answer (``extract.math_answer``); no closing think tag or no box -> ``no_answer``;
+2. a cheap exact path decides pairs whose verdict is certain without sympy (both sides plain
+   numbers, or the same plain string); anything it is unsure about falls through, so it never
+   disagrees with math-verify;
+3. the remaining distinct (answer, reference) pairs go to a persistent ``KillPool`` whose workers
+   run math-verify on their main thread with its own timeouts; a logging hook tells a timeout
+   apart from a wrong answer, and a hard per-item kill catches what the alarm cannot interrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from fractions import Fraction
+
+from .extract import THINK_END, math_answer
+from .grade import Grade, default_workers
+from .killpool import KillPool
+
+# ---------------------------------------------------------------- exact path (parent process)
+
+_INT = re.compile(r"-?\d{1,40}")
+_DEC = re.compile(r"-?\d{1,15}\.\d{1,12}")
+_FRAC = re.compile(r"(-?)\\frac\{(-?\d{1,15})\}\{(\d{1,15})\}|(-?\d{1,15})/(\d{1,15})")
+_DEGREES = re.compile(r"\^\{?\\circ\}?$")
+_SPACES = re.compile(r"\s+|\\[,;:! ]|~")
+# Strings made only of these are compared verbatim with no surprises from math-verify's
+# LaTeX normaliser ($ delimiters, \text units and % change how it reads the answer).
+_PLAIN = re.compile(r"[0-9A-Za-z\\{}()\[\]^_+\-*/=,.<>|']+")
+
+
+def _normalise(s: str) -> str:
+    s = _SPACES.sub("", s)
+    return s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+
+
+def _number(s: str) -> tuple[Fraction, bool] | None:
+    """``(value, has_decimal_point)`` when ``s`` is a plain number math-verify reads the same way."""
+    s = _DEGREES.sub("", s)  # math-verify drops a trailing degree sign (30^\circ == 30)
+    if _INT.fullmatch(s):
+        return Fraction(int(s)), False
+    if _DEC.fullmatch(s):
+        return Fraction(s), True
+    m = _FRAC.fullmatch(s)
+    if m and (m.group(3) or m.group(5)).lstrip("0"):
+        sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else ("", m.group(4), m.group(5))
+        value = Fraction(int(num), int(den))
+        return (-value if sign else value), False
+    return None
+
+
+def _numbers_verdict(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool | None:
+    (x, x_dec), (y, y_dec) = a, b
+    if x == y:
+        return True
+    if not (x_dec or y_dec):
+        return False  # exact rationals: math-verify compares them exactly too
+    # math-verify rounds floats to 6 decimals; only call it wrong far outside that rounding.
+    scale = max(1, abs(x), abs(y))
+    if scale < 10**12 and abs(x - y) > Fraction(1, 10**5) * scale:
+        return False
+    return None
+
+
+def exact_verdict(answer: str, reference: str) -> bool | None:
+    """True / False when certain without sympy, None to let math-verify decide."""
+    if "$" in answer or "$" in reference:
+        return None
+    a, r = _normalise(answer), _normalise(reference)
+    if not a or not r:
+        return None
+    na, nr = _number(a), _number(r)
+    if na is not None and nr is not None:
+        return _numbers_verdict(na, nr)
+    if a == r and _PLAIN.fullmatch(a):
+        return True
+    return None
+
+
+# ---------------------------------------------------------- math-verify (pool worker processes)
+
+
+class _TimeoutFlag(logging.Handler):
+    """math-verify logs "Timeout during ..." and returns False; this records that it happened."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.fired = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Timeout"):
+            self.fired = True
+
+
+_FLAG: _TimeoutFlag | None = None
+_GOLD_CACHE: dict[str, list] = {}
+
+
+def _install_flag() -> _TimeoutFlag:
+    global _FLAG
+    if _FLAG is None:
+        _FLAG = _TimeoutFlag()
+        log = logging.getLogger("math_verify")
+        log.addHandler(_FLAG)
+        log.propagate = False  # the worker's stderr is the caller's terminal: keep it quiet
+    return _FLAG
+
+
+def wrap_reference(reference: str) -> str:
+    """Bare LaTeX golds parse wrongly (``2^{1/2}`` reads as 2): give math-verify ``$...$``."""
+    return reference if "$" in reference else f"${reference}$"
+
+
+def _parse_reference(reference: str, seconds: int, flag: _TimeoutFlag) -> list:
+    if reference not in _GOLD_CACHE:
+        from math_verify import parse
+
+        gold = parse(wrap_reference(reference), parsing_timeout=seconds)
+        if flag.fired:
+            return gold  # do not cache a parse that was cut short
+        if len(_GOLD_CACHE) > 4096:
+            _GOLD_CACHE.clear()
+        _GOLD_CACHE[reference] = gold
+    return _GOLD_CACHE[reference]
+
+
+def verify_pair(item: tuple[str, str, int]) -> tuple[str, str, float]:
+    """Runs in a pool worker: ``(status, detail, seconds)`` for one (answer, reference) pair."""
+    from math_verify import parse, verify
+
+    answer, reference, seconds = item
+    flag = _install_flag()
+    flag.fired = False
+    start = time.perf_counter()
+    gold = _parse_reference(reference, seconds, flag)
+    if not gold:
+        status = "timeout" if flag.fired else "error"
+        return status, "math-verify could not parse the reference", time.perf_counter() - start
+    pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=seconds)
+    ok = bool(pred) and verify(gold, pred, timeout_seconds=seconds)
+    status = "correct" if ok else ("timeout" if flag.fired else "wrong")
+    return status, "math-verify", time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------- public API
+
+_POOLS: dict[int, KillPool] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> KillPool:
+    if workers not in _POOLS:
+        import math_verify  # noqa: F401  (imported once here, so forked workers start warm)
+
+        _POOLS[workers] = KillPool(verify_pair, workers)
+    return _POOLS[workers]
+
+
+def grade_math(
+    responses: Sequence[str],
+    references: Sequence[str],
+    *,
+    think_end: str | None = THINK_END,
+    fallbacks: Sequence[str | re.Pattern[str]] = (),
+    workers: int | None = None,
+    timeout: int = 3,
+    hard_timeout: float | None = None,
+) -> list[Grade]:
+    """Grade each response against its reference; see the module docstring.
+
+    ``timeout``: math-verify's own limit per parse / comparison (whole seconds, SIGALRM based).
+    ``hard_timeout``: wall-clock seconds after which a stuck item's worker is killed
+    (default ``2 * timeout + 1``). Both give status ``timeout``, never ``wrong``.
+    """
+    if len(responses) != len(references):
+        raise ValueError(f"{len(responses)} responses but {len(references)} references: pass one reference per response")
+    grades: list[Grade | None] = [None] * len(responses)
+    pending: dict[tuple[str, str], list[int]] = {}  # distinct pairs left for math-verify
+    for i, (response, reference) in enumerate(zip(responses, references)):
+        answer = math_answer(response, think_end, fallbacks)
+        grades[i], key = _fast_grade(answer, str(reference))
+        if key is not None:
+            pending.setdefault(key, []).append(i)
+    if pending:
+        _grade_with_math_verify(pending, grades, workers, timeout, hard_timeout or 2 * timeout + 1)
+    return grades  # type: ignore[return-value]
+
+
+def _fast_grade(answer: str | None, reference: str) -> tuple[Grade | None, tuple[str, str] | None]:
+    """A grade when no sympy is needed, else the (answer, reference) key to send to math-verify."""
+    if answer is None:
+        return Grade(0.0, "no_answer", detail="no closing think tag, or no boxed answer after it"), None
+    verdict = exact_verdict(answer, reference)
+    if verdict is None:
+        return None, (answer, reference)
+    return Grade(float(verdict), "correct" if verdict else "wrong", answer, "exact"), None
+
+
+def _grade_with_math_verify(pending, grades, workers, timeout, hard_timeout) -> None:
+    keys = sorted(pending, key=lambda k: k[1])  # same reference together: its parse is cached
+    with _POOL_LOCK:
+        outcomes = _pool(default_workers(workers)).map([(a, r, int(timeout)) for a, r in keys], hard_timeout)
+    for (answer, _), indices, (kind, value) in zip(keys, (pending[k] for k in keys), outcomes):
+        if kind == "ok":
+            status, detail, elapsed = value
+        elif kind == "timeout":
+            status, detail, elapsed = "timeout", f"killed after {hard_timeout:g} s", hard_timeout
+        else:
+            status, detail, elapsed = "error", value, 0.0
+        for i in indices:
+            grades[i] = Grade(1.0 if status == "correct" else 0.0, status, answer, detail, elapsed=elapsed)

@@ -1,0 +1,309 @@
+"""Isolation for model-written code: long-lived bubblewrap'd workers that fork once per test.
+
+What: ``Sandbox(workers=N)`` keeps N worker processes (``sandbox_worker.py``) and runs one test
+request at a time on each; ``Sandbox.map(fn, items)`` hands items to ``fn(worker, item)`` on one
+thread per worker. ``get_sandbox()`` returns a shared one, started on first use.
+Why: RL graders run tens of thousands of untrusted programs per step. Each must be unable to
+reach the network, the host's files, secrets in the environment, the parent, or other tests,
+and must not be able to outlive its limits; and the checks must be cheap.
+How (isolation="bwrap", the default):
+- the worker runs as uid/gid 65534 (when we are root, since root ignores RLIMIT_NPROC) under
+  ``bwrap --unshare-all``: own user, pid, network (loopback only), ipc, uts and cgroup
+  namespaces; a read-only view of /usr only (no /home, /root, /etc, /work, datasets); a size-capped
+  tmpfs /work as the only writable place; ``--die-with-parent`` so nothing survives us;
+- the environment is replaced by ``PATH`` and ``LANG`` only;
+- per test the worker forks a child in a new session with rlimits (CPU, address space, processes,
+  file size = output cap, open files), a fresh work dir, and stdin/stdout in memfds; after the
+  test it SIGKILLs every process left in the sandbox and wipes /work;
+- expected outputs never enter the sandbox: the worker returns what the program printed or
+  returned, and the caller compares.
+Fallbacks, used by isolation="auto" only when bwrap cannot start (user namespaces disabled):
+- "unshare" (root only): ``unshare --net --pid --fork --mount-proc`` then the worker drops to
+  65534 itself. Blocked: network (own netns), other processes (own pid ns), writes outside the
+  work dir and /tmp (file permissions as nobody); NOT blocked: reading world-readable host files.
+- "none": rlimits + uid 65534 (if root) + scrubbed env only. The network is NOT blocked: use it only
+  on hosts whose firewall blocks egress. Leftover processes are killed by process group only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NOBODY = 65534
+PYTHON = "/usr/bin/python3.11"  # Debian's: starts in ~15 ms; pyenv's shim takes ~30 ms more
+WORKER_SOURCE = (Path(__file__).parent / "sandbox_worker.py").read_text()
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+BWRAP_MOUNTS = [
+    "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+    "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+]
+
+
+class _Spawner:
+    """Starts processes from one daemon thread that lives until the interpreter ends.
+
+    bwrap --die-with-parent uses PR_SET_PDEATHSIG, which fires when the *thread* that started bwrap
+    exits. Grading threads come and go, and executor threads are joined before atexit handlers
+    run, so neither may start a worker; a daemon thread outlives both.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            args, kwargs, done = self.jobs.get()
+            try:
+                done.append(("ok", subprocess.Popen(*args, **kwargs)))
+            except BaseException as exc:
+                done.append(("error", exc))
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        done: list = []
+        self.jobs.put((args, kwargs, done))
+        while not done:
+            time.sleep(0.0005)
+        kind, value = done[0]
+        if kind == "error":
+            raise value
+        return value
+
+
+_SPAWNER = _Spawner()
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (could not start, protocol broken): not the program's fault."""
+
+
+class WorkerDied(SandboxError):
+    """The worker vanished mid-test: the program killed or stopped it (or something killed us)."""
+
+
+class Worker:
+    """One sandboxed worker process; restarts itself after it dies."""
+
+    def __init__(self, isolation: str, python: str, work_mb: int):
+        self.isolation, self.python, self.work_mb = isolation, python, work_mb
+        self.proc: subprocess.Popen | None = None
+        self.hostdir: str | None = None
+        self.lock = threading.Lock()
+
+    def request(self, req: dict, hard_timeout: float) -> dict:
+        """Run one test; raises WorkerDied if the worker does not answer within ``hard_timeout``."""
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.start()
+            try:
+                self._send(req)
+                return self._recv(time.monotonic() + hard_timeout)
+            except (WorkerDied, OSError, ValueError) as exc:
+                self.stop()  # dead, or frozen by the program (SIGSTOP): start afresh next time
+                raise WorkerDied(str(exc) or "sandbox worker died") from exc
+
+    def start(self) -> None:
+        cmd, config = self._command()
+        argv = [*cmd, self.python, "-I", "-S", "-c", WORKER_SOURCE, json.dumps(config)]
+        as_nobody = os.geteuid() == 0 and self.isolation == "bwrap"
+        self.proc = _SPAWNER.popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+            env=ENV, cwd="/", start_new_session=True, close_fds=True,
+            **({"user": NOBODY, "group": NOBODY, "extra_groups": []} if as_nobody else {}),
+        )
+        try:
+            hello = self._recv(time.monotonic() + 30)
+        except (WorkerDied, ValueError) as exc:
+            self.stop()
+            raise SandboxError(f"sandbox worker failed to start ({self.isolation}): {' '.join(cmd[:1])}") from exc
+        if not hello.get("ready"):
+            raise SandboxError(f"unexpected sandbox greeting {hello!r}")
+
+    def _command(self) -> tuple[list[str], dict]:
+        if self.isolation == "bwrap":
+            work = ["--size", str(self.work_mb << 20), "--tmpfs", "/work", "--remount-ro", "/", "--chdir", "/work"]
+            # --as-pid-1: the worker is the namespace's init, so it reaps the program's orphans,
+            # and signals from the program to it (SIGKILL, SIGSTOP) are ignored by the kernel.
+            bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1"]
+            return [*bwrap, *BWRAP_MOUNTS, *work], {
+                "root": "/work", "pidns": True}
+        self.hostdir = self.hostdir or tempfile.mkdtemp(prefix="rlspec-sandbox-")
+        drop = [NOBODY, NOBODY] if os.geteuid() == 0 else None
+        if drop:
+            os.chown(self.hostdir, NOBODY, NOBODY)
+        config = {"root": self.hostdir, "pidns": self.isolation == "unshare", "drop_to": drop}
+        if self.isolation == "unshare":
+            return ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"], config
+        return [], config
+
+    def _send(self, obj: dict) -> None:
+        body = json.dumps(obj).encode()
+        data = memoryview(struct.pack(">I", len(body)) + body)
+        while data:
+            data = data[os.write(self.proc.stdin.fileno(), data):]
+
+    def _recv(self, deadline: float) -> dict:
+        (size,) = struct.unpack(">I", self._read(4, deadline))
+        return json.loads(self._read(size, deadline))
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        fd, chunks = self.proc.stdout.fileno(), []
+        while n:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise WorkerDied("sandbox worker did not answer in time")
+            chunk = os.read(fd, min(n, 1 << 20))
+            if not chunk:
+                raise WorkerDied("sandbox worker closed its pipe")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def stop(self) -> None:
+        """Kill the sandbox from the inside out, so the launcher reaps everything it started.
+
+        Killing bwrap itself first would orphan the worker onto the host's pid 1, which in
+        containers often never reaps, leaving zombies behind.
+        """
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        inner = _children(proc.pid) if self.isolation != "none" else [proc.pid]
+        for pid in inner:  # the worker, init of its namespace: its death takes everything inside
+            _kill(pid)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _kill(-proc.pid)
+            proc.wait()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()  # a healthy worker exits on EOF
+            try:
+                self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self.stop()
+            self.proc.stdout.close()
+        if self.hostdir:
+            shutil.rmtree(self.hostdir, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a process (or a process group, for negative ``pid``) that may already be gone."""
+    try:
+        if pid < 0:
+            os.killpg(-pid, 9)
+        else:
+            os.kill(pid, 9)
+    except OSError:
+        pass
+
+
+def probe(isolation: str, python: str = PYTHON) -> bool:
+    """Whether a worker with this isolation can start here."""
+    worker = Worker(isolation, python, 16)
+    try:
+        worker.start()
+        return True
+    except (SandboxError, OSError):
+        return False
+    finally:
+        worker.close()
+
+
+def choose_isolation(isolation: str, python: str = PYTHON) -> str:
+    if isolation != "auto":
+        return isolation
+    for kind in ("bwrap", "unshare", "none"):
+        if kind == "unshare" and os.geteuid() != 0:
+            continue
+        if kind == "none" or probe(kind, python):
+            if kind != "bwrap":
+                log.warning("sandbox: bubblewrap unavailable; falling back to isolation=%r (see sandbox.py)", kind)
+            return kind
+    raise AssertionError("unreachable")
+
+
+class Sandbox:
+    """N sandboxed workers; ``map`` runs ``fn(worker, item)`` over items, one thread per worker."""
+
+    def __init__(self, workers: int, isolation: str = "auto", python: str = PYTHON, work_mb: int = 256):
+        self.isolation = choose_isolation(isolation, python)
+        self.workers = [Worker(self.isolation, python, work_mb) for _ in range(workers)]
+        self.pid = os.getpid()
+
+    def map(self, fn: Callable[[Worker, Any], Any], items: Iterable[Any]) -> list[Any]:
+        todo = list(enumerate(items))
+        results: list[Any] = [None] * len(todo)
+        errors: list[BaseException] = []
+        feed, lock = iter(todo), threading.Lock()
+
+        def drain(worker: Worker) -> None:
+            try:
+                while not errors:
+                    with lock:
+                        nxt = next(feed, None)
+                    if nxt is None:
+                        return
+                    results[nxt[0]] = fn(worker, nxt[1])
+            except BaseException as exc:  # re-raised in the caller's thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=drain, args=(w,), daemon=True) for w in self.workers[: max(1, len(todo))]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+
+_SANDBOXES: dict[tuple, Sandbox] = {}
+_SANDBOX_LOCK = threading.Lock()
+
+
+def get_sandbox(workers: int, isolation: str = "auto", python: str = PYTHON, work_mb: int = 256) -> Sandbox:
+    """A shared sandbox for these settings, started on first use and reused by later calls."""
+    key = (workers, isolation, python, work_mb)
+    with _SANDBOX_LOCK:
+        box = _SANDBOXES.get(key)
+        if box is None or box.pid != os.getpid():
+            box = _SANDBOXES[key] = Sandbox(workers, isolation, python, work_mb)
+        return box
+
+
+@atexit.register
+def close_all() -> None:
+    """Stop every shared sandbox (tests and benchmarks call this; so does interpreter exit)."""
+    with _SANDBOX_LOCK:
+        for box in _SANDBOXES.values():
+            box.close()
+        _SANDBOXES.clear()
