@@ -101,29 +101,55 @@ ISOLATION_SCRIPT = textwrap.dedent(
     got.append(draws())
     changed = sorted(k for k in set(os.environ) | set(env) if os.environ.get(k) != env.get(k))
     torch.set_num_threads(2)
-    print(json.dumps({
+    result = {
         "rng_same": got == expected, "changed_env": changed,
         "set_num_threads_is_original": torch.set_num_threads is set_threads,
         "threads_settable": torch.get_num_threads() == 2, "threads_before": threads,
-    }))
+    }
+
+    if sys.argv[3] != "control":
+        sys.exit(print(json.dumps(result)))
+    # control: a bare LLM in the same process really does all that we undo
+    from vllm import LLM
+    rng = torch.get_rng_state()
+    LLM(model=sys.argv[1], dtype="float32", max_model_len=256, enforce_eager=True, seed=0,
+        kv_cache_memory_bytes=32 << 20)
+    result["control"] = {
+        "rng_changed": not torch.equal(torch.get_rng_state(), rng),
+        "set_num_threads_replaced": torch.set_num_threads is not set_threads,
+        "ld_preload_set": "LD_PRELOAD" in os.environ,
+    }
+    print(json.dumps(result))
     """
 )
 
 
-def test_in_process_engine_leaves_the_trainers_process_state_alone(tiny_model_dir):
-    """A fresh process, so that vLLM's import-time and start-up effects are inside the test."""
-    here = os.path.dirname(__file__)
+def _run_isolation_script(model_dir, mode: str) -> dict:
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     env.pop("LD_PRELOAD", None)
-    proc = subprocess.run([sys.executable, "-c", ISOLATION_SCRIPT, str(tiny_model_dir), here],
+    proc = subprocess.run([sys.executable, "-c", ISOLATION_SCRIPT, str(model_dir), os.path.dirname(__file__), mode],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_in_process_engine_leaves_the_trainers_process_state_alone(tiny_model_dir):
+    """A fresh process, so that vLLM's import-time and start-up effects are inside the test."""
+    result = _run_isolation_script(tiny_model_dir, "engine")
     assert result["rng_same"], "the engine changed the trainer's random streams"
     assert result["set_num_threads_is_original"] and result["threads_settable"]
     # LD_PRELOAD, VLLM_WORKER_MULTIPROC_METHOD, ... are gone again; what may remain is torch
     # inductor's cache bookkeeping (vLLM's sampler uses torch.compile'd helpers)
     assert [k for k in result["changed_env"] if "TORCHINDUCTOR" not in k] == []
+
+
+@pytest.mark.slow
+def test_a_bare_vllm_engine_does_change_the_process_state(tiny_model_dir):
+    """Control for the test above: without our isolation, vLLM re-seeds the RNG, disables
+    torch.set_num_threads and sets LD_PRELOAD (so the test above is not vacuous)."""
+    result = _run_isolation_script(tiny_model_dir, "control")
+    assert result["rng_same"]
+    assert result["control"] == {"rng_changed": True, "set_num_threads_replaced": True, "ld_preload_set": True}
 
 
 @pytest.mark.slow
