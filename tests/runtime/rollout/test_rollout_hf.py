@@ -65,3 +65,10 @@ def test_settings_errors_name_every_bad_key():
                     settings=rollout_settings("vllm"))
     with pytest.raises(ValueError, match="top_k=0"):
         Sampling(top_k=0)
+
+
+def test_make_sampling_takes_top_p_and_top_k_from_the_spec(tiny_model_dir):
+    engine = build_engine(tiny_model_dir, "hf", top_p=0.95, top_k=20)
+    assert engine.make_sampling(n=2, temperature=0.6, max_tokens=9) == Sampling(
+        n=2, temperature=0.6, max_tokens=9, top_p=0.95, top_k=20)
+    assert engine.make_sampling(n=1, temperature=1.0, max_tokens=9, top_p=1.0).top_p == 1.0
