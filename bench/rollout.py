@@ -10,7 +10,7 @@ temperature 1, fixed lengths, per-token log-probs of the sampled tokens) on four
   - our `hf` engine: `Engine.generate` on the same model, same single batch.
 Why: the issue's goals: wrapper overhead <= 5% for each engine, and vLLM vs HF (~1.5x measured
 on this CPU). Ratios are only meaningful within one run, so all paths run here, interleaved.
-How: `python bench/rollout.py [--prompts 64 --n 4 --max-tokens 128 --repeats 5]`; prints a table,
+How: `python bench/rollout.py [--prompts 64 --n 4 --max-tokens 128 --repeats 8]`; prints a table,
 writes bench/results/rollout.json. Uses a tiny model built locally unless `--model DIR`.
 Set OMP_NUM_THREADS yourself (the CPU is shared; the JSON records it and the load average).
 """
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -104,8 +104,9 @@ def run(paths: dict, prompts, sampling: Sampling, repeats: int) -> dict[str, dic
         fn(engine, prompts[:4], sampling)
     samples: dict[str, list[float]] = {name: [] for name in paths}
     expected = len(prompts) * sampling.n * sampling.max_tokens
-    for _ in range(repeats):
-        for name, (fn, engine) in paths.items():
+    for rep in range(repeats):
+        # alternate the order, so a drift in background load favours no path
+        for name, (fn, engine) in (list(paths.items()) if rep % 2 == 0 else reversed(paths.items())):
             seconds, tokens = timed(fn, engine, prompts, sampling)
             assert tokens == expected, f"{name}: {tokens} tokens, expected {expected}"
             samples[name].append(tokens / seconds)
