@@ -1,16 +1,90 @@
-"""`curate` job: see rlspec.compiler.plan for what it does.
+"""`curate` job: a dataset's sources through its ordered filters -> a clean prompt set and its funnel.
 
-Run by the compiled workflow as `python -m rlspec.runtime.curate --job jobs/curate/<id>.json --context context.json`.
-This build validates the job file and stops: the runtime for this job kind lands with its own issue.
+What: reads every source of one spec dataset (`hf://`, local files, `builtin://` generators; see
+`runtime/data/sources.py`), concatenates them in order, applies the dataset's filters in order
+(`runtime/data/filters.py`: language, multipart, ..., decontaminate, pass_rate, validate_tests), and
+writes to the job's output folder:
+  prompts.parquet   the kept records in the normalised schema (`runtime/data/records.py`)
+  funnel.json/.md   records in / kept / dropped per filter, reasons and dropped examples
+  done.json         a small summary, written last (the workflow's declared output)
+
+Why: the paper's data curation (shared/recipe.md) as one reproducible, content-addressed DAG job.
+
+How: run by the compiled workflow from the build folder:
+    python -m rlspec.runtime.curate --job jobs/curate/<id>.json --context context.json
+A bad source, an unreadable benchmark or a filter that leaves nothing stops the job with exit code 1
+and one line naming the dataset and the source or filter (the funnel so far is still written).
 """
 
-import sys
+from __future__ import annotations
 
-from rlspec.runtime.job import not_implemented
+import sys
+import time
+from pathlib import Path
+
+from rlspec.runtime.data import output
+from rlspec.runtime.data.filters import Context
+from rlspec.runtime.data.funnel import CurateError, apply_filters, funnel_json
+from rlspec.runtime.data.sources import SourceError
+from rlspec.runtime.job import Job, JobError, load_job, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    return not_implemented("curate", argv)
+    args = parse_args("curate", argv)
+    start = time.perf_counter()
+    try:
+        job = load_job(args.job, "curate", args.context)
+        output.start(job.output_dir)
+        ctx = make_context(job)
+        records, sources = read_sources(job, ctx)
+        filter_and_write(job, ctx, records, sources, job.config["filters"], start)
+    except (JobError, CurateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def make_context(job: Job, dataset: str | None = None, domain: str | None = None) -> Context:
+    """What filters see: the job's config and inputs, and the spec's folder (for relative paths)."""
+    spec_dir = job.context.get("spec_dir")
+    return Context(dataset=dataset or job.config["dataset"], domain=domain or job.config["domain"],
+                   config=job.config, inputs=job.inputs, spec_dir=Path(spec_dir) if spec_dir else None)
+
+
+def read_sources(job: Job, ctx: Context) -> tuple[list[dict], list[dict]]:
+    """All sources' records in order (ids made unique across sources), and a count per source."""
+    records: list[dict] = []
+    counts: list[dict] = []
+    seen: set[str] = set()
+    for i, source in enumerate(job.config["sources"]):
+        try:
+            rows = ctx.read(source, ctx.domain)
+        except SourceError as exc:
+            raise CurateError(f"dataset {ctx.dataset!r}, source {i + 1}: {exc}") from None
+        for r in rows:
+            if r["id"] in seen:  # two sources may number their rows the same way
+                r["id"] = f"{r['id']}#{i + 1}"
+            seen.add(r["id"])
+        records += rows
+        counts.append({"uri": source["uri"], "records": len(rows)})
+    if not records:
+        raise CurateError(f"dataset {ctx.dataset!r}: its sources hold no records ({counts}); check the uris and splits")
+    return records, counts
+
+
+def filter_and_write(job: Job, ctx: Context, records: list[dict], sources: list[dict], filters: list[dict],
+                     start: float) -> None:
+    """Apply the filters and write every output; on failure the funnel so far is still written."""
+    try:
+        records, steps = apply_filters(records, filters, ctx)
+    except CurateError as exc:
+        output.write_funnel(job.output_dir, funnel_json(ctx.dataset, ctx.domain, sources, exc.steps, 0))
+        raise
+    funnel = funnel_json(ctx.dataset, ctx.domain, sources, steps, len(records))
+    summary = {"kind": job.kind, "id": job.id, "label": job.label, "dataset": ctx.dataset, "input": funnel["input"],
+               "seconds": round(time.perf_counter() - start, 2)}
+    output.finish(job.output_dir, records, funnel, summary)
+    print(f"{job.label}: {funnel['input']} records in, {len(records)} kept -> {job.output_dir}/prompts.parquet")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,210 @@
+"""Filters that run a model or the code sandbox: `pass_rate`, `validate_tests`, `weak_tests`.
+
+What:
+- `pass_rate`: sample k responses per prompt from a policy with the rollout engine, grade them with
+  the reward functions, keep items whose pass rate is in [min, max]; optionally require the
+  majority answer to be right (the paper's teacher agreement) and drop items answered correctly in
+  fewer than `min_response_tokens` on average (the paper's "too easy"). Each kept record's
+  `meta.pass_rate` records what was measured. `measure` is shared with the between-stage `filter` job.
+- `validate_tests`: run the reference solution (`solution`, from the source's field mapping) on the
+  problem's tests in the sandbox; drop the problem unless it passes all (false-negative rewards).
+- `weak_tests`: run trivially wrong programs (print nothing, echo the input, print a constant,
+  return None / 0 / the first argument, ...); drop the problem if any passes (false-positive rewards).
+
+Why: the paper's difficulty and test-quality filters; both reward errors measurably hurt training.
+
+How: prompts are rendered exactly as training renders them (`runtime.prompts.render_prompt`),
+generated with `runtime.rollout.make_engine` using the spec's rollout settings, and graded by
+`runtime.scoring.score` (`grade_math` / `grade_code`) with the spec's reward limits, so "solved" means here
+what it means to the trainer. Prompts too long for the engine are dropped with their length.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .filters import Context, FilterError, Verdicts, strip_hf
+from .records import field_value
+
+GENERATE_CHUNK = 256  # prompts per engine call: bounds memory, the engine batches within a call
+
+
+@dataclass(frozen=True)
+class Measured:
+    rate: float  # fraction of the k samples graded correct
+    correct: int
+    k: int
+    majority_ok: bool  # math: the most common extracted answer is a correct one
+    correct_tokens: float | None  # mean response length of the correct samples
+
+
+# ----------------------------------------------------------------------------------------------
+# grading any records' responses
+# ----------------------------------------------------------------------------------------------
+
+
+def grade(records: Sequence[dict], responses: Sequence[str], config: dict[str, Any]) -> list:
+    """One `Grade` per (record, response) pair with the spec's reward limits and answer extraction,
+    through the grading entry point training and benchmarks use."""
+    from rlspec.runtime.scoring import score
+    return score(records, responses, reward=config["reward"], answer=config["answer"])
+
+
+def as_response(code: str, config: dict[str, Any]) -> str:
+    """A program written as a policy answer, so the grader extracts it exactly as it would a model's."""
+    think_end = config["answer"]["think_end"]
+    return f"{think_end or ''}\n```python\n{code}\n```"
+
+
+# ----------------------------------------------------------------------------------------------
+# pass rate
+# ----------------------------------------------------------------------------------------------
+
+
+def policy_path(policy: dict[str, Any], ctx: Context) -> str:
+    """The model folder or hub id to sample from, for a resolved `policy` block of a pass_rate entry."""
+    if policy["initial"] and ctx.inputs.get("policy"):
+        return str(Path(ctx.inputs["policy"]) / "model")
+    if not policy["path"]:
+        raise FilterError("no policy to sample from: the job has neither a policy input nor a model path")
+    name = strip_hf(policy["path"])
+    local = Path(name) if ctx.spec_dir is None else ctx.spec_dir / name
+    return str(local) if local.is_dir() else name
+
+
+def measure(records: Sequence[dict], model: str, *, k: int, temperature: float, top_p: float, max_tokens: int,
+            config: dict[str, Any], seed: int) -> list[Measured | str]:
+    """Sample and grade k responses per record; a string instead of a result is why it could not be
+    sampled (its prompt does not fit)."""
+    from rlspec.runtime.prompts import render_prompt
+    from rlspec.runtime.rollout import make_engine
+    settings = {key: v for key, v in config["engine"].items() if key != "temperature"}
+    try:
+        engine = make_engine(model, engine=settings["engine"], dtype=config["dtype"], seed=seed,
+                             max_model_len=config["max_context"], settings=settings)
+    except (OSError, ValueError, ImportError) as exc:
+        raise FilterError(f"cannot start the {settings['engine']} engine on {model!r} ({type(exc).__name__}: {exc})") from None
+    with engine:
+        prompts = [render_prompt(r, r["domain"], config["prompt"], engine.tokenizer) for r in records]
+        out: list[Measured | str] = list(_too_long(engine, prompts, max_tokens))
+        todo = [i for i, o in enumerate(out) if o is None]
+        sampling = engine.make_sampling(n=k, temperature=temperature, max_tokens=max_tokens, top_p=top_p, seed=seed)
+        for start in range(0, len(todo), GENERATE_CHUNK):
+            chunk = todo[start:start + GENERATE_CHUNK]
+            rollout = engine.generate([prompts[i] for i in chunk], sampling)
+            for i, samples in zip(chunk, rollout):
+                out[i] = _score(records[i], samples, config)
+    return out
+
+
+def _too_long(engine, prompts: list[str], max_tokens: int):
+    limit = min(engine.settings.max_prompt_tokens, engine.max_model_len - max_tokens)
+    if limit < 1:
+        raise FilterError(f"max_response_tokens={max_tokens} leaves no room for a prompt in the model's "
+                          f"max_context={engine.max_model_len}; lower it or raise model.max_context")
+    lengths = [len(ids) for ids in engine.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    for n in lengths:
+        yield f"prompt too long for the rollout: {n} tokens > {limit}" if n > limit or n == 0 else None
+
+
+def _score(record: dict, samples: list, config: dict[str, Any]) -> Measured:
+    grades = grade([record] * len(samples), [s.text for s in samples], config)
+    ok = [g.reward > 0 for g in grades]
+    answers = Counter(g.answer for g in grades if g.answer is not None)
+    majority_ok = False
+    if answers:
+        top = answers.most_common(1)[0][0]
+        majority_ok = any(good for g, good in zip(grades, ok) if g.answer == top)
+    lengths = [len(s.token_ids) for s, good in zip(samples, ok) if good]
+    return Measured(sum(ok) / len(ok), sum(ok), len(ok), majority_ok, sum(lengths) / len(lengths) if lengths else None)
+
+
+def rate_verdict(m: Measured | str, lo: float, hi: float, majority: bool = False,
+                 min_tokens: int | None = None) -> str | None:
+    if isinstance(m, str):
+        return m
+    if m.rate < lo:
+        return f"pass rate below min {lo:g}: {m.correct}/{m.k}"
+    if m.rate > hi:
+        return f"pass rate above max {hi:g}: {m.correct}/{m.k}"
+    if majority and not m.majority_ok:
+        return f"majority answer is wrong: {m.correct}/{m.k} correct"
+    if min_tokens is not None and m.correct_tokens is not None and m.correct_tokens < min_tokens:
+        return f"answered in fewer than {min_tokens} tokens: {m.correct_tokens:.0f} on average"
+    return None
+
+
+def annotate(records: Sequence[dict], results: Sequence[Measured | str], model: str) -> None:
+    for r, m in zip(records, results):
+        if not isinstance(m, str):
+            r["meta"]["pass_rate"] = {"policy": model, "k": m.k, "correct": m.correct, "rate": m.rate}
+
+
+def pass_rate(records, cfg, ctx: Context) -> Verdicts:
+    model = policy_path(cfg["policy"], ctx)
+    if cfg["max_response_tokens"] is None:
+        raise FilterError("max_response_tokens is not set and no stage uses this dataset; set it on the filter")
+    results = measure(records, model, k=cfg["k"], temperature=cfg["temperature"], top_p=cfg["top_p"],
+                      max_tokens=cfg["max_response_tokens"], config=ctx.config, seed=ctx.config.get("seed", 0))
+    annotate(records, results, model)
+    return [rate_verdict(m, cfg["min"], cfg["max"], cfg["majority"], cfg["min_response_tokens"]) for m in results]
+
+
+# ----------------------------------------------------------------------------------------------
+# test quality
+# ----------------------------------------------------------------------------------------------
+
+
+def _solution(record: dict) -> str | None:
+    value = field_value(record, "solution")
+    if isinstance(value, list):  # some datasets list several accepted solutions: the first is the reference
+        value = next((v for v in value if isinstance(v, str) and v.strip()), None)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def validate_tests(records, cfg, ctx: Context) -> Verdicts:
+    solutions = [_solution(r) for r in records]
+    idx = [i for i, s in enumerate(solutions) if s is not None]
+    out: Verdicts = ["no reference solution (map one with `fields: {solution: <column>}`)"] * len(records)
+    grades = grade([records[i] for i in idx], [as_response(solutions[i], ctx.config) for i in idx], ctx.config)
+    for i, g in zip(idx, grades):
+        out[i] = None if g.status == "pass" else f"reference solution fails its tests: {g.status} ({g.detail[:120]})"
+    return out
+
+
+WRONG_STDIN = {  # name -> program: each is wrong for any problem worth training on
+    "prints nothing": "pass",
+    "prints an empty line": "print()",
+    "echoes the input": "import sys\nprint(sys.stdin.read(), end='')",
+    "prints 0": "print(0)", "prints 1": "print(1)", "prints -1": "print(-1)",
+    "prints Yes": "print('Yes')", "prints No": "print('No')", "prints YES": "print('YES')", "prints NO": "print('NO')",
+}
+WRONG_RETURNS = {"returns None": "None", "returns 0": "0", "returns 1": "1", "returns -1": "-1",
+                 "returns True": "True", "returns False": "False", "returns []": "[]", "returns ''": "''",
+                 "returns its first argument": "args[0] if args else None"}
+
+
+def _wrong_programs(record: dict) -> dict[str, str]:
+    names = {case["fn_name"] for case in record["tests"] if "fn_name" in case}
+    programs = dict(WRONG_STDIN) if any("input" in case for case in record["tests"]) else {}
+    for label, value in WRONG_RETURNS.items():
+        body = "".join(f"def {n}(*args, **kwargs):\n    return {value}\n" for n in sorted(names))
+        if names:  # a top-level function and a Solution method: the grader accepts both shapes
+            body += "class Solution:\n" + "".join(f"    def {n}(self, *args, **kwargs):\n        return {value}\n"
+                                                for n in sorted(names))
+            programs[label] = body
+    return programs
+
+
+def weak_tests(records, cfg, ctx: Context) -> Verdicts:
+    pairs = [(i, label, code) for i, r in enumerate(records) if r["tests"] for label, code in _wrong_programs(r).items()]
+    grades = grade([records[i] for i, _, _ in pairs], [as_response(code, ctx.config) for _, _, code in pairs], ctx.config)
+    out: Verdicts = [None] * len(records)
+    for (i, label, _), g in zip(pairs, grades):
+        if g.status == "pass" and out[i] is None:
+            out[i] = f"tests accept a trivially wrong program: {label}"
+    return out
