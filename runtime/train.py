@@ -1,16 +1,51 @@
-"""`train` job: see rlspec.compiler.plan for what it does.
+"""`train` job: one GRPO stage, strict on-policy by default, on DeepSpeed.
 
-Run by the compiled workflow as `python -m rlspec.runtime.train --job jobs/train/<id>.json --context context.json`.
-This build validates the job file and stops: the runtime for this job kind lands with its own issue.
+    python -m rlspec.runtime.train --job jobs/train/<id>.json --context context.json
+
+Per step: take the next prompts (seeded shuffle, epochs), sample `group_size` responses each with the
+rollout engine at the stage's length and temperature, grade them (math grader / code sandbox), turn
+rewards into group advantages, optimise the clipped token loss (1 update per batch = strict
+on-policy), push the new weights into the engine in place, log, and checkpoint on schedule. A killed
+job resumes from its newest complete checkpoint and ends with the same weights as an uninterrupted
+run. Output: `<output_dir>/model/` (an HF model folder the next stage and benchmarks load),
+`metrics.jsonl`, and `done.json` last.
 """
 
-import sys
+from __future__ import annotations
 
-from rlspec.runtime.job import not_implemented
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlspec.runtime.job import JobError, load_job, parse_args, write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
-    return not_implemented("train", argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args("train", argv)
+    try:
+        job = load_job(args.job, "train", args.context)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from rlspec.runtime.grpo import distributed
+    ranks = int(job.config["ranks"])
+    if ranks > 1 and not distributed.launched():
+        return distributed.relaunch_under_torchrun(ranks, argv)
+    from rlspec.runtime.grpo.trainer import Trainer, TrainError
+    try:
+        trainer = Trainer(job)
+        trainer.setup()
+        trainer.resume()
+        trainer.train()
+        trainer.finish()
+    except TrainError as exc:
+        print(f"error: {job.label} ({job.id}): {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ class VllmEngine(Engine):
         os.environ.setdefault(IN_PROCESS_ENV, "0")
         self.in_process = os.environ[IN_PROCESS_ENV] == "0" and v.tensor_parallel_size == 1
         self.rng = RngStream(seed)
+        extra = {}
+        if _on_cpu():
+            # Seeded sampling + chunked prefill crashes vLLM 0.32 on CPU: a partly prefilled request
+            # rewinds its generator's offset, which CPU generators do not have ("CPU Generator does
+            # not use offset"). A token budget that fits every waiting prompt means no chunking.
+            extra["max_num_batched_tokens"] = v.max_num_seqs * max_model_len
         with preserved_process_state(keep_env=(IN_PROCESS_ENV,)), self.rng:
             from vllm import LLM
 
@@ -65,7 +71,7 @@ class VllmEngine(Engine):
                 tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
                 kv_cache_memory_bytes=v.kv_cache_memory_bytes, enforce_eager=v.enforce_eager,
                 max_num_seqs=v.max_num_seqs, logprobs_mode="processed_logprobs",
-                worker_extension_cls=WORKER_EXTENSION,
+                worker_extension_cls=WORKER_EXTENSION, **extra,
             )
 
     def sampling_params(self, prompt_count: int, sampling: Sampling) -> list:

@@ -1,0 +1,136 @@
+"""Advantages, token losses, KL estimators and loss aggregation, registered by name.
+
+Pure tensor functions, so each is tested against hand-computed values. Names match the spec's
+choices (`algorithm.loss_agg`, `algorithm.kl.estimator`); an unknown name lists the valid ones.
+
+Shapes: a batch has S sequences (responses) of up to T response tokens; `mask` (S, T) is 1 on the
+tokens that count. Advantages are one scalar per sequence, broadcast to its tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, *, normalize_std: bool, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r - group mean) [/ (group std + eps)] per response, and a per-group flag "all rewards equal".
+
+    `rewards` is (G * group_size,), grouped contiguously. The std is the unbiased sample std, as in
+    the common GRPO implementations; without normalisation this is Dr. GRPO's advantage.
+    """
+    r = rewards.view(-1, group_size).to(torch.float64)
+    centred = r - r.mean(dim=1, keepdim=True)
+    zero_var = (r.max(dim=1).values - r.min(dim=1).values) == 0
+    if normalize_std:
+        std = r.std(dim=1, unbiased=True, keepdim=True) if group_size > 1 else torch.zeros_like(r[:, :1])
+        centred = centred / (std + eps)
+    return centred.reshape(-1).to(rewards.dtype), zero_var
+
+
+def soft_overlong_penalty(lengths: torch.Tensor, max_tokens: int, buffer: int, factor: float) -> torch.Tensor:
+    """DAPO's soft overlong punishment: 0 up to max - buffer, then linear down to -factor at max."""
+    start = max_tokens - buffer
+    over = (lengths.to(torch.float64) - start).clamp(min=0) / buffer
+    return -(factor * over.clamp(max=1.0))
+
+
+# --- KL estimators (per token, policy vs reference) -------------------------------------------
+
+
+def _k1(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return logp - ref
+
+
+def _k2(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (logp - ref) ** 2
+
+
+def _k3(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    d = ref - logp
+    return torch.exp(d) - d - 1
+
+
+def _low_var_kl(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return _k3(logp, ref).clamp(min=-10, max=10)
+
+
+KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "k1": _k1, "k2": _k2, "k3": _k3, "low_var_kl": _low_var_kl}
+
+
+def kl_estimator(name: str):
+    try:
+        return KL_ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown KL estimator {name!r}; valid: {', '.join(KL_ESTIMATORS)}") from None
+
+
+# --- the PPO-style token loss ------------------------------------------------------------------
+
+
+def token_losses(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, *,
+                 clip_low: float | None, clip_high: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token clipped surrogate loss, the ratio, and where clipping changed the loss.
+
+    With one update per batch, old_logp == logp (detached), so ratio == 1 exactly and the loss is
+    -A per token; its gradient is -A * grad log p, the on-policy policy gradient.
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
+    unclipped = -adv * ratio
+    if clip_low is None or clip_high is None:
+        return unclipped, ratio, torch.zeros_like(ratio, dtype=torch.bool)
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss = torch.maximum(unclipped, clipped)
+    return loss, ratio, clipped > unclipped
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+
+def _token_mean(loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
+    return (loss * mask).sum() / norm["tokens"]
+
+
+def _seq_mean_token_mean(loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
+    per_seq = (loss * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+    return per_seq.sum() / norm["sequences"]
+
+
+def _seq_mean_token_sum_norm(loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
+    per_seq = (loss * mask).sum(dim=-1) / norm["max_tokens"]
+    return per_seq.sum() / norm["sequences"]
+
+
+AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]] = {
+    "token_mean": _token_mean,
+    "seq_mean_token_mean": _seq_mean_token_mean,
+    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
+}
+
+
+def aggregate(name: str, loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
+    """This micro-batch's share of the aggregated loss.
+
+    `norm` holds the *whole* mini-batch's counts (over every micro-batch and rank): "tokens" (mask
+    sum), "sequences" (sequences that count) and "max_tokens" (Dr. GRPO's constant), so the shares
+    of all micro-batches add up to the loss of the whole mini-batch, exactly as if it were one.
+    """
+    try:
+        fn = AGGREGATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown loss aggregation {name!r}; valid: {', '.join(AGGREGATIONS)}") from None
+    return fn(loss, mask.to(loss.dtype), norm)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Token entropy (nats) of softmax(logits) along the last dimension."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)

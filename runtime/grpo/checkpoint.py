@@ -1,0 +1,92 @@
+"""Resumable checkpoints written atomically: a killed job never leaves one that looks complete.
+
+Layout under the job's folder: `checkpoints/step-000040/` holds DeepSpeed's own checkpoint (model,
+optimiser and LR-scheduler state, all ranks) and `trainer.json` (step, sampler, temperature
+controller, RNG states, metrics position). It is written as `step-000040.tmp-<pid>/` and renamed
+only when every rank has finished writing; the rename is the commit point. `latest()` ignores
+anything that is not a committed folder, so resume always starts from a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .distributed import all_gather_objects, barrier
+
+KEEP = 2
+TAG = "ds"
+
+
+def _name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def latest(root: Path) -> Path | None:
+    """The newest committed checkpoint folder, or None."""
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and "." not in p.name
+                  and (p / "trainer.json").is_file())
+    return done[-1] if done else None
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+
+
+def save(root: Path, step: int, ds_engine, trainer_state: dict[str, Any], *, main: bool) -> Path:
+    """Write checkpoint `step` (every rank must call this) and prune older ones."""
+    final = root / _name(step)
+    # every rank writes into the same temporary folder, named by rank 0
+    tmp_name = all_gather_objects(f"{_name(step)}.tmp-{os.getpid()}" if main else None)[0]
+    tmp = root / tmp_name
+    if main:
+        tmp.mkdir(parents=True, exist_ok=True)
+    barrier()
+    ds_engine.save_checkpoint(str(tmp), tag=TAG, save_latest=False)
+    torch.save(rng_state(), tmp / f"rng-rank{torch.distributed.get_rank()}.pt")
+    barrier()
+    if main:
+        with open(tmp / "trainer.json", "w") as fh:
+            json.dump(trainer_state, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load(path: Path, ds_engine) -> dict[str, Any]:
+    """Restore DeepSpeed state and this rank's RNG; returns the trainer state."""
+    ds_engine.load_checkpoint(str(path), tag=TAG, load_module_strict=True, load_optimizer_states=True,
+                              load_lr_scheduler_states=True)
+    set_rng_state(torch.load(path / f"rng-rank{torch.distributed.get_rank()}.pt", weights_only=False))
+    return json.loads((path / "trainer.json").read_text())
+
+
+def clean_partial(root: Path) -> None:
+    """Remove temporary folders left by a killed write."""
+    if root.is_dir():
+        for p in root.iterdir():
+            if ".tmp-" in p.name:
+                shutil.rmtree(p, ignore_errors=True)
