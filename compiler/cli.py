@@ -5,6 +5,7 @@
     rlspec plan SPEC.yaml [--json]    the job DAG, shared jobs, rollout budget and GPU-hours
     rlspec compile SPEC.yaml [-o DIR] write the build folder (default build/<name>)
     rlspec run SPEC.yaml [--profile local|slurm|PATH] [--cores N] [--dry-run] [-- SNAKEMAKE ARGS]
+    rlspec report BUILD_DIR [-o DIR] [--wandb]   tables and figures from the results so far
 
 Exit codes: 0 ok, 1 the spec (or the run) has errors, 2 usage errors.
 """
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cores", type=int, default=None, help="cores for local execution (default: all)")
     r.add_argument("--dry-run", "-n", action="store_true", help="list the jobs that would run; run nothing")
     r.set_defaults(func=cmd_run)
+    rp = sub.add_parser("report", help="write BUILD_DIR/report/ (HTML, Markdown, JSON, figures) from the results so far",
+                        description="Write the report of a build folder from whatever results exist; jobs that have "
+                                    "not finished are listed as missing.")
+    rp.add_argument("build", help="the build folder, e.g. build/<spec name>")
+    rp.add_argument("-o", "--out", help="report folder (default: BUILD_DIR/report)")
+    rp.add_argument("--wandb", action="store_true", help="also log a W&B summary run when the spec's tracking is on "
+                                                         "(the workflow's report job always does)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
@@ -142,6 +151,19 @@ def cmd_run(args, extra) -> int:
     print(f"compiled {args.spec} -> {target}/ ({len(plan.jobs)} jobs)")
     return run_snakemake(target, profile=args.profile, cores=args.cores, dry_run=args.dry_run, extra=extra,
                          total_jobs=len(plan.jobs))
+
+
+def cmd_report(args, extra) -> int:
+    # imported here: the runtime (matplotlib, W&B) is not needed to check or compile a spec
+    from rlspec.runtime.report import ReportError, report_build, status_line
+    try:
+        summary = report_build(args.build, args.out, wandb_run=args.wandb)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    target = Path(args.out) if args.out else Path(args.build) / "report"
+    print(f"report: {target}/index.html; {status_line(summary)}")
+    return 0
 
 
 if __name__ == "__main__":
