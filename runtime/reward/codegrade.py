@@ -16,6 +16,7 @@ first failing test, and all tests of a program share a total time budget.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -27,6 +28,7 @@ from .extract import THINK_END, python_code
 from .grade import Grade, default_workers
 from .sandbox import PYTHON, SandboxError, WorkerDied, get_sandbox
 
+_PROGRAM_IDS = itertools.count()  # tells the worker when a new program starts
 # Worker answers that are the program's fault, mapped onto grade statuses.
 _FAILURES = {"timeout": "timeout", "memory": "memory", "harness_error": "sandbox_error"}
 
@@ -93,22 +95,26 @@ def _pick(value: float | Sequence[float] | None, i: int) -> float | None:
 
 def _grade_program(worker, job) -> Grade:
     """All tests of one program on one worker; the first failure is the grade's failure."""
-    _, code, cases, limits = job
+    i, code, cases, limits = job
     if not cases:
         return Grade(0.0, "sandbox_error", detail="no tests: refusing to reward untested code")
-    start, passed, failure = time.monotonic(), 0, None
+    program = next(_PROGRAM_IDS)
+    start, passed, failure, req = time.monotonic(), 0, None, {"last": False}
     for k, case in enumerate(cases):
         left = limits.total - (time.monotonic() - start)
         if left <= 0:
             failure = failure or (k, "timeout", f"total time limit {limits.total:g} s used up before test {k}")
             break
-        status, detail = _run_case(worker, code, case, min(limits.time, left), limits)
+        req = _request(program, code, case, min(limits.time, left), limits, last=k == len(cases) - 1)
+        status, detail = _run_case(worker, req, case, limits)
         if status == "pass":
             passed += 1
             continue
         failure = failure or (k, status, f"test {k}: {detail}")
         if limits.stop_on_failure:
             break
+    if not req["last"]:
+        _end_program(worker)
     elapsed = time.monotonic() - start
     if failure is None:
         return Grade(1.0, "pass", detail=f"{passed} tests passed", tests_passed=passed, elapsed=elapsed)
@@ -116,14 +122,23 @@ def _grade_program(worker, job) -> Grade:
     return Grade(0.0, status, detail=detail, failed_test=k, tests_passed=passed, elapsed=elapsed)
 
 
-def _run_case(worker, code: str, case: dict, seconds: float, limits: Limits) -> tuple[str, str]:
+def _end_program(worker) -> None:
+    """Kill the program's process and wipe its work dir before this call returns."""
     try:
-        reply = worker.request(_request(code, case, seconds, limits), hard_timeout=seconds + 5)
+        worker.request({"op": "end"}, hard_timeout=10)
+    except SandboxError:
+        pass  # the worker is gone, and the program with it
+
+
+def _run_case(worker, req: dict, case: dict, limits: Limits) -> tuple[str, str]:
+    seconds = req["time"]
+    try:
+        reply = worker.request(req, hard_timeout=seconds + 5)
     except WorkerDied as exc:
         return "runtime_error", f"the sandbox worker died during the test (killed or stopped by the program?): {exc}"
     except SandboxError as exc:
         return "sandbox_error", str(exc)
-    outcome = reply["status"]
+    outcome = reply["outcome"]
     if outcome != "ok":
         return _FAILURES.get(outcome, "runtime_error"), _failure_detail(outcome, reply, seconds, limits)
     if "fn_name" in case:
@@ -131,10 +146,10 @@ def _run_case(worker, code: str, case: dict, seconds: float, limits: Limits) -> 
     return _judge_stdout(reply["stdout"], str(case["output"]), limits.float_tolerance)
 
 
-def _request(code: str, case: dict, seconds: float, limits: Limits) -> dict:
+def _request(program: int, code: str, case: dict, seconds: float, limits: Limits, last: bool) -> dict:
     """What the sandbox gets: the program and this test's input, never the expected output."""
-    req = {"code": code, "time": seconds, "memory_mb": limits.memory_mb,
-           "output_bytes": limits.output_bytes, "nproc": limits.nproc}
+    req = {"op": "test", "program": program, "code": code, "time": seconds, "memory_mb": limits.memory_mb,
+           "output_bytes": limits.output_bytes, "nproc": limits.nproc, "last": last}
     if "fn_name" in case:
         return {**req, "mode": "call", "fn": case["fn_name"], "args": _call_args(case["args"])}
     return {**req, "mode": "stdio", "input": str(case["input"])}
@@ -154,7 +169,7 @@ def _call_args(args: Any) -> list:
 
 def _failure_detail(outcome: str, reply: dict, seconds: float, limits: Limits) -> str:
     if outcome == "timeout":
-        return f"over the time limit ({seconds:g} s)"
+        return f"over the time limit ({seconds:.3g} s)"
     if outcome == "memory":
         return f"MemoryError (limit {limits.memory_mb} MB)"
     if outcome == "output_limit":

@@ -1,6 +1,6 @@
 """A process pool that can kill one stuck item without losing the others.
 
-What: ``KillPool(fn, workers)`` runs ``fn(item)`` in forked worker processes and returns one
+What: ``KillPool(fn, workers, init)`` runs ``fn(item)`` in forked worker processes (after ``init()``) and returns one
 ``(status, value)`` per item, in input order; an item that runs past ``hard_timeout`` seconds is
 reported ``("timeout", None)`` and its worker is killed and replaced.
 Why: sympy can hang inside C code where no signal handler runs, and ``concurrent.futures`` has no
@@ -27,9 +27,11 @@ from typing import Any
 Outcome = tuple[str, Any]
 
 
-def _serve(conn, fn: Callable[[Any], Any]) -> None:
+def _serve(conn, fn: Callable[[Any], Any], init: Callable[[], None] | None) -> None:
     """Worker loop: answer each item of each chunk as soon as it is done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    if init is not None:
+        init()
     while True:
         try:
             chunk = conn.recv()
@@ -43,10 +45,10 @@ def _serve(conn, fn: Callable[[Any], Any]) -> None:
 
 
 class _Worker:
-    def __init__(self, fn: Callable[[Any], Any]):
+    def __init__(self, fn: Callable[[Any], Any], init: Callable[[], None] | None):
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, fn), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, fn, init), daemon=True)
         self.proc.start()
         child.close()
         self.inflight: deque[tuple[int, Any]] = deque()
@@ -69,8 +71,8 @@ class _Worker:
 class KillPool:
     """Persistent forked workers running ``fn``; see the module docstring."""
 
-    def __init__(self, fn: Callable[[Any], Any], workers: int):
-        self.fn, self.size, self.pid = fn, workers, os.getpid()
+    def __init__(self, fn: Callable[[Any], Any], workers: int, init: Callable[[], None] | None = None):
+        self.fn, self.init, self.size, self.pid = fn, init, workers, os.getpid()
         self.workers: list[_Worker] = []
 
     def map(self, items: Sequence[Any], hard_timeout: float, chunk: int = 0) -> list[Outcome]:
@@ -95,7 +97,7 @@ class KillPool:
             self.workers, self.pid = [], os.getpid()
         self.workers = [w for w in self.workers if w.proc.is_alive()]
         while len(self.workers) < self.size:
-            self.workers.append(_Worker(self.fn))
+            self.workers.append(_Worker(self.fn, self.init))
 
     def _feed_idle(self, queue: deque, chunk: int, hard_timeout: float) -> None:
         for w in self.workers:
@@ -131,5 +133,5 @@ class KillPool:
         index, _ = w.inflight.popleft()
         results[index] = outcome
         queue.extendleft(reversed(w.inflight))
-        self.workers[self.workers.index(w)] = _Worker(self.fn)
+        self.workers[self.workers.index(w)] = _Worker(self.fn, self.init)
         return 1

@@ -8,15 +8,19 @@ alarm, and when it times out it quietly answers "wrong", which zeroes rewards wi
 How, in three steps:
 1. extract the answer (``extract.math_answer``); no closing think tag or no box -> ``no_answer``;
 2. a cheap exact path decides pairs whose verdict is certain without sympy (both sides plain
-   numbers, or the same plain string); anything it is unsure about falls through, so it never
-   disagrees with math-verify;
+   numbers, integer intervals or integer sets, or the same plain string; "wrong" also when both
+   are LaTeX arithmetic with clearly different values, see ``latexnum``); anything it is unsure
+   about falls through, so it never disagrees with math-verify;
 3. the remaining distinct (answer, reference) pairs go to a persistent ``KillPool`` whose workers
    run math-verify on their main thread with its own timeouts; a logging hook tells a timeout
    apart from a wrong answer, and a hard per-item kill catches what the alarm cannot interrupt.
+   Before its comparison, a worker skips pairs of plain numbers whose values clearly differ
+   (``_clearly_different``): sympy's simplify would spend seconds proving what evalf shows.
 """
 
 from __future__ import annotations
 
+import cmath
 import logging
 import re
 import threading
@@ -24,6 +28,7 @@ import time
 from collections.abc import Sequence
 from fractions import Fraction
 
+from . import latexnum
 from .extract import THINK_END, math_answer
 from .grade import Grade, default_workers
 from .killpool import KillPool
@@ -34,6 +39,9 @@ _INT = re.compile(r"-?\d{1,40}")
 _DEC = re.compile(r"-?\d{1,15}\.\d{1,12}")
 _FRAC = re.compile(r"(-?)\\frac\{(-?\d{1,15})\}\{(\d{1,15})\}|(-?\d{1,15})/(\d{1,15})")
 _DEGREES = re.compile(r"\^\{?\\circ\}?$")
+# Intervals need a square bracket: "(1,2)" may be a point. Sets are written \{...\}.
+_INTERVAL = re.compile(r"([\[(])(-?\d{1,15}),(-?\d{1,15})([\])])")
+_SET = re.compile(r"\\\{(-?\d{1,15}(?:,-?\d{1,15})*)\\\}")
 _SPACES = re.compile(r"\s+|\\[,;:! ]|~")
 # Strings made only of these are compared verbatim with no surprises from math-verify's
 # LaTeX normaliser ($ delimiters, \text units and % change how it reads the answer).
@@ -73,6 +81,33 @@ def _numbers_verdict(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool
     return None
 
 
+def _interval(s: str) -> tuple[str, int, int, str] | None:
+    m = _INTERVAL.fullmatch(s)
+    if not m or "[" not in s and "]" not in s or int(m.group(2)) >= int(m.group(3)):
+        return None  # "(1,2)" may be a point; [2,1) is empty (and all empty sets are equal)
+    return m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+
+
+def _int_set(s: str) -> frozenset[int] | None:
+    m = _SET.fullmatch(s)
+    return frozenset(int(x) for x in m.group(1).split(",")) if m else None
+
+
+def _kind(s: str, number: tuple | None) -> tuple[str, object] | None:
+    """("number" | "interval" | "set", value) for the shapes whose cross-kind verdict is certain.
+
+    A proper interval is never a number or a finite set, and a set of two or more integers is
+    never a number; a one-element set may equal a number in math-verify, so it is left out.
+    """
+    if number is not None:
+        return "number", number[0]
+    interval = _interval(s)
+    if interval is not None:
+        return "interval", interval
+    members = _int_set(s)
+    return ("set", members) if members is not None and len(members) > 1 else None
+
+
 def exact_verdict(answer: str, reference: str) -> bool | None:
     """True / False when certain without sympy, None to let math-verify decide."""
     if "$" in answer or "$" in reference:
@@ -83,9 +118,20 @@ def exact_verdict(answer: str, reference: str) -> bool | None:
     na, nr = _number(a), _number(r)
     if na is not None and nr is not None:
         return _numbers_verdict(na, nr)
+    ka, kr = _kind(a, na), _kind(r, nr)
+    if ka and kr:
+        return ka[1] == kr[1] if ka[0] == kr[0] else False
     if a == r and _PLAIN.fullmatch(a):
         return True
-    return None
+    return _values_differ(a, r)
+
+
+def _values_differ(a: str, r: str) -> bool | None:
+    """False (wrong) when both are LaTeX arithmetic with clearly different values, else None."""
+    x, y = latexnum.value(a), latexnum.value(r)
+    if x is None or y is None:
+        return None
+    return False if abs(x - y) > 1e-5 * max(1.0, abs(x), abs(y)) else None
 
 
 # ---------------------------------------------------------- math-verify (pool worker processes)
@@ -135,6 +181,37 @@ def _parse_reference(reference: str, seconds: int, flag: _TimeoutFlag) -> list:
     return _GOLD_CACHE[reference]
 
 
+def _plain_number(parsed: list):
+    """The one sympy value of a parse result if it is a plain number (no symbols, no percent)."""
+    from sympy import Expr, UnevaluatedExpr
+
+    exprs = [x for x in parsed if isinstance(x, Expr)]
+    if len(exprs) != 1 or not exprs[0].is_number or exprs[0].has(UnevaluatedExpr):
+        return None  # symbols, sets, relations, matrices, "9\%" (math-verify says 9\% == 9)
+    return exprs[0]
+
+
+def _clearly_different(gold: list, pred: list, seconds: int) -> bool:
+    """Both sides are plain numbers whose values differ far beyond math-verify's float rounding.
+
+    Then every comparison math-verify would try says no; the one that costs (sympy's simplify of
+    the difference, seconds for radicals) cannot find zero in a number that is not zero. This only
+    skips work: it never says "correct", and anything unusual falls through to math-verify.
+    """
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout
+
+    a, b = _plain_number(gold), _plain_number(pred)
+    if a is None or b is None:
+        return False
+    try:
+        x, y = timeout(seconds)(lambda: (complex(a.evalf(30)), complex(b.evalf(30))))()
+    except (TimeoutException, Exception):
+        return False
+    finite = all(map(cmath.isfinite, (x, y)))
+    return finite and abs(x - y) > 1e-5 * max(1.0, abs(x), abs(y))
+
+
 def verify_pair(item: tuple[str, str, int]) -> tuple[str, str, float]:
     """Runs in a pool worker: ``(status, detail, seconds)`` for one (answer, reference) pair."""
     from math_verify import parse, verify
@@ -148,6 +225,8 @@ def verify_pair(item: tuple[str, str, int]) -> tuple[str, str, float]:
         status = "timeout" if flag.fired else "error"
         return status, "math-verify could not parse the reference", time.perf_counter() - start
     pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=seconds)
+    if pred and _clearly_different(gold, pred, seconds):
+        return "wrong", "numerically different", time.perf_counter() - start
     ok = bool(pred) and verify(gold, pred, timeout_seconds=seconds)
     status = "correct" if ok else ("timeout" if flag.fired else "wrong")
     return status, "math-verify", time.perf_counter() - start
@@ -159,11 +238,22 @@ _POOLS: dict[int, KillPool] = {}
 _POOL_LOCK = threading.Lock()
 
 
+def warm_up() -> None:
+    """Runs once in each new pool worker: the first parse and comparisons in a process build
+    the LaTeX parser and sympy's caches (~0.3 s), which should not land on a graded item."""
+    flag = _install_flag()
+    for answer, reference in (("0.5", "\\frac{1}{2}"), ("\\sqrt{12}", "2\\sqrt{3}"), ("x+1", "[1, 2)"),
+                              ("\\{1,2\\}", "\\{2, 1\\}"), ("3+2\\sqrt{2}", "2\\sqrt{3}"), ("x^2", "196")):
+        verify_pair((answer, reference, 5))
+    _GOLD_CACHE.clear()
+    flag.fired = False
+
+
 def _pool(workers: int) -> KillPool:
     if workers not in _POOLS:
         import math_verify  # noqa: F401  (imported once here, so forked workers start warm)
 
-        _POOLS[workers] = KillPool(verify_pair, workers)
+        _POOLS[workers] = KillPool(verify_pair, workers, init=warm_up)
     return _POOLS[workers]
 
 

@@ -69,21 +69,20 @@ class _Spawner:
 
     def _serve(self) -> None:
         while True:
-            args, kwargs, done = self.jobs.get()
+            args, kwargs, done, result = self.jobs.get()
             try:
-                done.append(("ok", subprocess.Popen(*args, **kwargs)))
-            except BaseException as exc:
-                done.append(("error", exc))
+                result.append(subprocess.Popen(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller's thread
+                result.append(exc)
+            done.set()
 
     def popen(self, *args, **kwargs) -> subprocess.Popen:
-        done: list = []
-        self.jobs.put((args, kwargs, done))
-        while not done:
-            time.sleep(0.0005)
-        kind, value = done[0]
-        if kind == "error":
-            raise value
-        return value
+        done, result = threading.Event(), []
+        self.jobs.put((args, kwargs, done, result))
+        done.wait()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
 
 
 _SPAWNER = _Spawner()

@@ -72,7 +72,8 @@ def test_orphaned_daemon_process_is_killed():
 
 
 def test_memory_bomb():
-    assert run_hostile("x = []\nwhile True:\n    x.append(bytearray(10 ** 7))").status == "memory"
+    grade = run_hostile("x = []\nwhile True:\n    x.append(bytearray(10 ** 7))", time_limit=5.0)
+    assert grade.status == "memory"  # (a generous clock: filling 512 MB is slow on a busy box)
 
 
 def test_infinite_loop():

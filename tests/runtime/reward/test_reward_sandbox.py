@@ -1,5 +1,8 @@
 """Code grader: test formats, comparison rules, limits and statuses, on the real sandbox."""
 
+import os
+import socket
+
 import pytest
 
 from rlspec.runtime.reward import grade_code
@@ -106,3 +109,25 @@ def test_unknown_case_shape_and_length_mismatch_are_errors():
 def test_sandbox_uses_bubblewrap_here():
     """This machine allows user namespaces, so the default must not fall back."""
     assert get_sandbox(1).isolation == "bwrap"
+
+
+def _fallback_grades(isolation: str, port: int):
+    programs = [py("print(2 * int(input()))"), py("import os\nprint(os.getuid())"),
+                py(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint(42)"),
+                py("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")]
+    tests = [[{"input": "4", "output": "8"}], [{"input": "", "output": "65534"}], [{"input": "", "output": "42"}],
+             [{"input": "", "output": ""}]]
+    return grade_code(programs, tests, isolation=isolation, workers=1, time_limit=1.0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the fallbacks drop to uid 65534 only when started as root")
+@pytest.mark.parametrize("isolation", ["unshare", "none"])
+def test_fallback_isolation_modes_do_what_the_docs_say(isolation):
+    """Without bubblewrap: "unshare" still blocks the network; "none" does not (documented)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        grades = _fallback_grades(isolation, server.getsockname()[1])
+    assert [g.status for g in grades[:2]] == ["pass", "pass"]  # works, and runs as nobody
+    assert grades[2].status == ("runtime_error" if isolation == "unshare" else "pass")
+    assert grades[3].status == "timeout"  # the fork bomb is contained by RLIMIT_NPROC + the kill
