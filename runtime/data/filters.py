@@ -17,6 +17,7 @@ filter that cannot run at all (a benchmark that cannot be read, a missing tokeni
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -174,11 +175,17 @@ MIN_LANGUAGE_WORDS = 5  # fewer words of plain text: too little to judge, keep
 MIN_LANGUAGE_CONFIDENCE = 0.9
 
 
+@functools.cache
+def _language_identifier():
+    """langid's bundled model with normalised probabilities (loading it takes about a second)."""
+    from langid.langid import LanguageIdentifier, model
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+
+
 def language(records, cfg, ctx) -> Verdicts:
     """Drop a record only when langid is confident it is not one of `keep`; formulas, numbers and
     one-letter variables are removed first (they make short English look like other languages)."""
-    from langid.langid import LanguageIdentifier, model
-    ident = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    ident = _language_identifier()
     keep = set(cfg["keep"])
 
     def test(r: dict) -> str | None:
@@ -224,7 +231,8 @@ def answer_parseable(records, cfg, ctx) -> Verdicts:
             parsed = parse(gold, parsing_timeout=5)
         except Exception as exc:  # math-verify raises a variety of parser errors
             return f"math-verify failed: {answer!r} ({type(exc).__name__})"
-        return None if parsed else f"math-verify cannot parse: {answer!r}"
+        # math-verify also returns the raw string it could not read: only a sympy object counts
+        return None if any(not isinstance(p, str) for p in parsed) else f"math-verify cannot parse: {answer!r}"
     return _each(records, test)
 
 

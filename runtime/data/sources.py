@@ -46,14 +46,14 @@ def read_source(source: dict[str, Any], domain: str, *, spec_dir: str | Path | N
     if source.get("limit"):
         rows = rows[: source["limit"]]
     fields = source.get("fields") or {}
+    if rows and rows[0].get("domain") not in (None, domain):  # a builtin generator of the other domain
+        raise SourceError(f"{uri}: gives {rows[0]['domain']} problems, but this dataset's domain is {domain}")
     _check_columns(uri, rows, fields, ("prompt",) if prompts_only else REQUIRED[domain], domain)
     label = _label(uri)
     if prompts_only:
         return _prompts(rows, fields, label)
     out = []
     for i, row in enumerate(rows):
-        if row.get("domain") not in (None, domain):
-            raise SourceError(f"{uri}: gives {row['domain']} problems, but this dataset's domain is {domain}")
         try:
             out.append(normalise(row, domain, fields, uri, f"{label}-{i}"))
         except RecordError as exc:
