@@ -145,12 +145,20 @@ def render(checked: Checked, plan: Plan, *, spec_file: str) -> dict[str, str]:
 
 
 def _rule_resources(job) -> dict[str, Any]:
-    """Snakemake resource values for one job; keys the executors understand (local and Slurm)."""
+    """Snakemake resource values for one job; keys the executors understand (local and Slurm).
+
+    Every job is one process (a train job starts its own ranks with torchrun), so it is one Slurm
+    task. snakemake-executor-plugin-slurm 2.x reads `tasks` of a GPU job as `--ntasks-per-gpu`
+    (8 GPUs -> 8 tasks, each with `cpus_per_task` CPUs), so GPU jobs pass no `tasks`; and `gpu`
+    becomes `--gpus`, the job's total, while the spec's `gpus` is per node.
+    """
     r = job.resources
     out: dict[str, Any] = {"cpus": r["cpus"], "mem_mb": r["mem_mb"], "runtime": r["runtime"],
-                           "cpus_per_task": r["cpus"], "nodes": r["nodes"], "tasks": r["ranks"] if job.kind == "train" else 1}
+                           "cpus_per_task": r["cpus"], "nodes": r["nodes"]}
     if r["gpus"]:
-        out["gpu"] = r["gpus"]
+        out["gpu"] = r["gpus"] * r["nodes"]
+    else:
+        out["tasks"] = 1
     if r["slurm_partition"]:
         out["slurm_partition"] = r["slurm_partition"]
     if r["slurm_extra"]:

@@ -69,7 +69,8 @@ def test_rule_resources_reach_snakemake(tmp_path):
     block = text[text.index(f"results/train/{train.id}/done.json"):]
     block = block[:block.index("\n\n")]
     assert "mem_mb=32768" in block and "runtime=120" in block and "slurm_partition=gpu" in block
-    assert "gpu=2" in block and "tasks=2" in block
+    # no `tasks` on a GPU job: the Slurm plugin would read it as --ntasks-per-gpu (render._rule_resources)
+    assert "gpu=2" in block and "tasks=" not in block
     assert f"python -m rlspec.runtime.train --job jobs/train/{train.id}.json --context context.json" in text
 
 

@@ -15,7 +15,6 @@ rule train:
         nodes=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["nodes"],
         runtime=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["runtime"],
         slurm_partition=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["slurm_partition"],
-        tasks=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["tasks"],
     conda:
         "../envs/trainer.yaml"
     shell:
