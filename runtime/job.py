@@ -70,6 +70,14 @@ def load_job(path: str | Path, kind: str, context: str | Path | None = None) -> 
     return Job(doc["kind"], doc["id"], doc["label"], doc["config"], doc["inputs"], Path(doc["output_dir"]), ctx, path)
 
 
+def fault_point(name: str) -> None:
+    """Fault injection for the crash/resume tests: when RLSPEC_FAULT equals `name` (e.g. "train:step:5"
+    or "train:checkpoint:4"), the process SIGKILLs itself right here, as a preempted job would die."""
+    if os.environ.get("RLSPEC_FAULT") == name:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON under a temporary name, fsync, then rename: readers never see a partial file."""
     path = Path(path)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlspec.runtime.job import fault_point
+
 from .distributed import all_gather_objects, barrier
 
 KEEP = 2
@@ -62,6 +64,7 @@ def save(root: Path, step: int, ds_engine, trainer_state: dict[str, Any], *, mai
     ds_engine.save_checkpoint(str(tmp), tag=TAG, save_latest=False)
     torch.save(rng_state(), tmp / f"rng-rank{torch.distributed.get_rank()}.pt")
     barrier()
+    fault_point(f"train:checkpoint:{step}")  # tests: die with a half-written checkpoint
     if main:
         with open(tmp / "trainer.json", "w") as fh:
             json.dump(trainer_state, fh, indent=1, sort_keys=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from rlspec.runtime.job import Job, write_json_atomic
+from rlspec.runtime.job import Job, fault_point, write_json_atomic
 
 from . import algos, checkpoint, distributed
 from .sampler import PromptSampler, steps_for
@@ -113,6 +113,9 @@ class Trainer:
         if self.alg["kl"]["coef"] > 0:  # β = 0 loads no reference model (the paper's setting)
             self.ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=TORCH_DTYPES[cfg["dtype"]])
             self.ref_model.to(self.dist.device).eval().requires_grad_(False)
+        print(f"reference model: {'loaded (kl.coef > 0)' if self.ref_model is not None else 'none (kl.coef = 0)'}; "
+              f"{len(self.records)} prompts ({self.dropped_long} dropped as too long); {self.total_steps} steps; "
+              f"world {self.dist.world}", flush=True)
         self._init_deepspeed(model)
         self.tracker = Tracker(self.job, self.out / "metrics.jsonl", enabled=self.dist.main)
         self.health = {"zero_reward": 0, "all_zero_var": 0}
@@ -173,6 +176,7 @@ class Trainer:
         group = per_epoch(self.cfg["group_size"], epoch)
         temp = self.temperature.at(epoch)
         batch, timing = self._collect(group, temp)
+        fault_point(f"train:step:{self.step + 1}")  # tests: die in the middle of a step
         t_roll = time.perf_counter()
         stats = self._optimise(batch, group, temp)
         train_tokens = stats.pop("_train_tokens")
@@ -300,15 +304,18 @@ class Trainer:
                 for k, chunk in enumerate(chunks):
                     loss = self._micro_loss(model, batch, chunk, temp, norm, old_lp, ref_lp, acc,
                                             first_pass=update == 0)
+                    if update == 0:
+                        acc["loss"] += float(loss.detach())
                     self.ds.backward(loss * self.grad_accum * self.dist.world)
                     if k == len(chunks) - 1:
                         acc["grad_norm"] = self._grad_norm()
                     self.ds.step()
         total = distributed.all_reduce_sum([acc[k][i] for k in ("entropy", "kl", "clip", "mad", "lkl") for i in (0, 1)]
-                                           + [acc["tokens"]])
+                                           + [acc["tokens"], acc["loss"]])
         ent, kl, clip, mad, lkl = [total[2 * i] / max(total[2 * i + 1], 1.0) for i in range(5)]
         return {"entropy": ent, "kl": kl, "clip_frac": clip, "logprob_mad": mad, "logprob_kl": lkl,
-                "grad_norm": acc["grad_norm"], "ratio_max_dev": acc["ratio_dev"], "_train_tokens": total[10]}
+                "grad_norm": acc["grad_norm"], "ratio_max_dev": acc["ratio_dev"], "_train_tokens": total[10],
+                "loss": total[11] / max(self.n_mini, 1)}
 
     def _grad_norm(self) -> float:
         """Global gradient norm before clipping. ZeRO 0/1 keep full gradients on the parameters;
