@@ -8,10 +8,11 @@ status ``pass | wrong | runtime_error | timeout | memory | no_code | sandbox_err
 LiveCodeBench's string of newline-separated JSON values).
 Why: the recipe rewards 1 only when all tests pass within the time limit; both false positives and
 false negatives hurt training, so the comparison is strict but not brittle about whitespace.
-How: programs are spread over the shared ``Sandbox``'s workers (one thread each); tests of one
-program run one after another, each in a fresh forked process, and this (trusted) process compares
-the output with the expectation, which the sandbox never sees. By default grading stops at the
-first failing test, and all tests of a program share a total time budget.
+How: programs are spread over the shared ``Sandbox``'s workers (one thread each); the tests of one
+program run one after another in one forked process (fresh for each program, and replaced after
+any failure or leftover thread/process), and this (trusted) process compares the output with the
+expectation, which the sandbox never sees. By default grading stops at the first failing test,
+and all tests of a program share a total time budget.
 """
 
 from __future__ import annotations

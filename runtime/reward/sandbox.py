@@ -12,9 +12,11 @@ How (isolation="bwrap", the default):
   namespaces; a read-only view of /usr only (no /home, /root, /etc, /work, datasets); a size-capped
   tmpfs /work as the only writable place; ``--die-with-parent`` so nothing survives us;
 - the environment is replaced by ``PATH`` and ``LANG`` only;
-- per test the worker forks a child in a new session with rlimits (CPU, address space, processes,
-  file size = output cap, open files), a fresh work dir, and stdin/stdout in memfds; after the
-  test it SIGKILLs every process left in the sandbox and wipes /work;
+- per program the worker forks a child in a new session with rlimits (address space, processes,
+  file size = output cap, open files), in a fresh work dir; per test it hands that child new
+  stdin/stdout memfds and a CPU budget, and waits with the wall-clock limit. After a failure, a
+  leftover thread or process, or the program's last test, it SIGKILLs every process in the
+  sandbox (it is their namespace's init) and wipes /work;
 - expected outputs never enter the sandbox: the worker returns what the program printed or
   returned, and the caller compares.
 Fallbacks, used by isolation="auto" only when bwrap cannot start (user namespaces disabled):

@@ -20,6 +20,7 @@ Protocol: each message is a 4-byte big-endian length followed by UTF-8 JSON.
 """
 
 import builtins
+import fcntl
 import gc
 import io
 import json
@@ -36,6 +37,8 @@ import time
 # Warm the modules solutions usually import, so forked children find them loaded.
 import bisect, collections, copy, functools, heapq, itertools, random, re, string, typing  # noqa: E401,F401
 
+EXIT_SETUP = 87  # the child could not set itself up: our fault (sandbox_error)
+EXIT_BROKEN = 88  # the child's harness failed after the program ran: the program broke it
 CALL_PRELUDE = "from typing import *\nfrom collections import *\nimport math, heapq, bisect, itertools, functools, re, string\n"
 
 
@@ -149,7 +152,7 @@ def program_child(sock, code, limits, workdir):
     try:
         _serve_tests(sock, code, limits, workdir)
     finally:
-        os._exit(87)  # never fall back into the worker's loop
+        os._exit(EXIT_BROKEN)  # never fall back into the worker's loop
 
 
 def _serve_tests(sock, code, limits, workdir):
@@ -166,16 +169,18 @@ def _serve_tests(sock, code, limits, workdir):
             signal.signal(sig, signal.SIG_DFL)
         _apply_limits(limits)
     except BaseException:
-        import traceback
-        traceback.print_exc()
-        os._exit(87)
+        os._exit(EXIT_SETUP)
     recv_fds, send, dup2, close, listdir = socket.recv_fds, channel.send, os.dup2, os.close, os.listdir
     while True:
         msg, fds, _, _ = recv_fds(channel, 1 << 16, 4)
         if not msg:
             os._exit(0)
         test = json.loads(msg)
-        for target, fd in enumerate(fds):
+        # The program may have closed fds 0-3, so received fds can land there: lift them first.
+        lifted = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
+        for fd in fds:
+            close(fd)
+        for target, fd in enumerate(lifted):
             dup2(fd, target)
             close(fd)
         _cpu_limit(test["time"])
@@ -277,10 +282,10 @@ class Worker:
             self.child = None
             self.retire()
             return _death(wstatus)
-        reply = json.loads(reply)
-        if reply["outcome"] != "ok" or reply["threads"] != 1 or self._strays(pid):
+        outcome, threads = _parse_reply(reply)
+        if outcome != "ok" or threads != 1 or self._strays(pid):
             self.retire()  # leftover threads or processes must not run into the next test
-        return reply["outcome"]
+        return outcome
 
     def _strays(self, child):
         """Whether any process other than us and the child exists (only knowable in a pid ns)."""
@@ -304,6 +309,19 @@ class Worker:
         self.program = None
         for entry in os.listdir(self.root):
             _remove(os.path.join(self.root, entry))
+
+
+def _parse_reply(reply):
+    """The child's (outcome, threads). The program can write to the child's socket too, so a
+    reply that is not what the harness sends counts as a failure, never as a crash of ours."""
+    try:
+        data = json.loads(reply)
+        outcome, threads = data["outcome"], data["threads"]
+        if isinstance(outcome, str) and type(threads) is int:
+            return outcome[:40], threads
+    except (ValueError, KeyError, TypeError):
+        pass
+    return "bad_reply", -1
 
 
 def _kill(pid):
@@ -361,10 +379,20 @@ def _death(wstatus):
             return "timeout"  # RLIMIT_CPU: SIGXCPU at the soft limit
         return "output_limit" if sig == signal.SIGXFSZ else f"signal:{signal.Signals(sig).name}"
     code = os.WEXITSTATUS(wstatus)
-    return "ok" if code == 0 else ("harness_error" if code == 87 else f"exit:{code}")
+    return {0: "ok", EXIT_SETUP: "harness_error", EXIT_BROKEN: "broke_the_harness"}.get(code, f"exit:{code}")
+
+
+def _site_builtins():
+    """``exit()`` and ``quit()`` come from the site module, which ``-S`` skips; solutions use them."""
+    def leave(code=None):
+        raise SystemExit(code)
+    for name in ("exit", "quit"):
+        if not hasattr(builtins, name):
+            setattr(builtins, name, leave)
 
 
 def main():
+    _site_builtins()
     config = json.loads(sys.argv[1])
     if config.get("drop_to"):  # no user namespace: become nobody ourselves
         uid, gid = config["drop_to"]

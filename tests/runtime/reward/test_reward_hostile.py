@@ -216,3 +216,21 @@ def test_the_host_process_tree_is_untouched():
     """After all of the above the grader still works in this very process."""
     assert os.getpid() > 0
     assert grade_code([py(BENIGN[0])], [[BENIGN[1]]], workers=1)[0].status == "pass"
+
+
+def test_forging_the_harness_reply():
+    """The program writes a fake "test done, all fine" to its harness socket, then keeps going."""
+    code = ("import os, socket, time\nfor fd in range(3, 64):\n    try:\n        s = socket.socket(fileno=os.dup(fd))\n"
+            "        s.send(b'garbage{')\n        s.send(b'{\"outcome\": \"ok\", \"threads\": 1}')\n    except OSError:\n        pass\n"
+            "time.sleep(0.2)\nprint(42)")
+    grade = run_hostile(code)
+    assert grade.status in ("runtime_error", "wrong")  # answered before its output existed, or garbled
+
+
+def test_closing_every_file_descriptor():
+    """Breaking its own harness is the program's failure (runtime_error), not the sandbox's."""
+    code = "import os\nprint(42, flush=True)\nos.closerange(0, 1024)"
+    grade = run_hostile(code, {"input": "", "output": "41"})
+    assert grade.status in ("runtime_error", "wrong")
+    two_tests = grade_code([py(code)], [[{"input": "", "output": "42"}] * 2], workers=1)[0]
+    assert two_tests.status == "runtime_error" and two_tests.tests_passed <= 1

@@ -55,6 +55,15 @@ def test_call_results_compare_as_json_values():
     assert grade_code([py("def f():\n    return [[1, 2], 1, 0.5]")], [cases])[0].status == "wrong"  # 1 is not True
 
 
+def test_tests_of_one_program_do_not_share_stdin_or_stdout():
+    """Tests of a program share its process: each still gets exactly its own input and output."""
+    tests = [[{"input": f"{i}\n{i + 1}\n", "output": str(2 * i + 1)} for i in range(20)]]
+    code = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))"
+    assert grade_code([py(code)], tests)[0].status == "pass"
+    buffered = "import sys\nsys.stdout.write(str(sum(map(int, open(0).read().split()))))"  # no newline, fd 0 reopened
+    assert grade_code([py(buffered)], tests)[0].status == "pass"
+
+
 def test_stop_at_first_failure_or_run_everything():
     tests = [[{"input": str(i), "output": str(2 * i if i != 1 else -1)} for i in range(4)]]
     stop = grade_code([py("print(2 * int(input()))")], tests)[0]
@@ -65,8 +74,9 @@ def test_stop_at_first_failure_or_run_everything():
 
 def test_runtime_error_syntax_error_and_exit_codes():
     grades = grade_code([py("raise ValueError('boom')"), py("def f(:"), py("import sys; print(42); sys.exit(0)"),
-                         py("import sys; print(42); sys.exit(3)")], [[{"input": "", "output": "42"}]] * 4)
-    assert [g.status for g in grades] == ["runtime_error", "runtime_error", "pass", "runtime_error"]
+                         py("import sys; print(42); sys.exit(3)"), py("print(42)\nexit()\nprint(43)"), py("print(42); quit(0)")],
+                        [[{"input": "", "output": "42"}]] * 6)
+    assert [g.status for g in grades] == ["runtime_error", "runtime_error", "pass", "runtime_error", "pass", "pass"]
     assert "ValueError: boom" in grades[0].detail and "SyntaxError" in grades[1].detail
 
 
