@@ -95,32 +95,48 @@ def _pick(value: float | Sequence[float] | None, i: int) -> float | None:
 
 
 def _grade_program(worker, job) -> Grade:
-    """All tests of one program on one worker; the first failure is the grade's failure."""
-    i, code, cases, limits = job
+    """All tests of one program on one worker; the first failure is the grade's failure.
+
+    Tests go to the worker in batches of 1, 2, 4, ... 16, so a passing program costs few round
+    trips while a wrong one wastes at most as many tests as it passed.
+    """
+    _, code, cases, limits = job
     if not cases:
         return Grade(0.0, "sandbox_error", detail="no tests: refusing to reward untested code")
-    program = next(_PROGRAM_IDS)
-    start, passed, failure, req = time.monotonic(), 0, None, {"last": False}
-    for k, case in enumerate(cases):
+    program, start = next(_PROGRAM_IDS), time.monotonic()
+    passed, failure, k, size, ended = 0, None, 0, 1, False
+    while k < len(cases) and not (failure and limits.stop_on_failure):
+        batch = _same_mode_run(cases, k, size)
         left = limits.total - (time.monotonic() - start)
-        if left <= 0:
-            failure = failure or (k, "timeout", f"total time limit {limits.total:g} s used up before test {k}")
-            break
-        req = _request(program, code, case, min(limits.time, left), limits, last=k == len(cases) - 1)
-        status, detail = _run_case(worker, req, case, limits)
-        if status == "pass":
-            passed += 1
-            continue
-        failure = failure or (k, status, f"test {k}: {detail}")
-        if limits.stop_on_failure:
-            break
-    if not req["last"]:
+        req = _request(program, code, batch, limits, left, last=k + len(batch) == len(cases))
+        verdicts = _run_batch(worker, req, batch, limits)
+        for j, (status, detail) in enumerate(verdicts):
+            if status == "pass":
+                passed += 1
+                continue
+            failure = failure or (k + j, status, f"test {k + j}: {detail}")
+            if limits.stop_on_failure:
+                break
+        ended = req["last"] and len(verdicts) == len(batch)  # then the worker has retired the program
+        k, size = k + len(verdicts), min(2 * size, 16)
+    if not ended:
         _end_program(worker)
     elapsed = time.monotonic() - start
     if failure is None:
         return Grade(1.0, "pass", detail=f"{passed} tests passed", tests_passed=passed, elapsed=elapsed)
     k, status, detail = failure
     return Grade(0.0, status, detail=detail, failed_test=k, tests_passed=passed, elapsed=elapsed)
+
+
+def _same_mode_run(cases: list[dict], k: int, size: int) -> list[dict]:
+    """Up to ``size`` cases from ``k`` on that share one mode (stdin/stdout, or one function)."""
+    mode = cases[k].get("fn_name")
+    batch = [cases[k]]
+    for case in cases[k + 1:k + size]:
+        if case.get("fn_name") != mode:
+            break
+        batch.append(case)
+    return batch
 
 
 def _end_program(worker) -> None:
@@ -131,15 +147,21 @@ def _end_program(worker) -> None:
         pass  # the worker is gone, and the program with it
 
 
-def _run_case(worker, req: dict, case: dict, limits: Limits) -> tuple[str, str]:
-    seconds = req["time"]
+def _run_batch(worker, req: dict, batch: list[dict], limits: Limits) -> list[tuple[str, str]]:
+    """(status, detail) for each test the worker ran: it stops after one that did not end cleanly."""
     try:
-        reply = worker.request(req, hard_timeout=seconds + 5)
+        replies = worker.request(req, hard_timeout=len(batch) * (req["time"] + 1) + 5)["results"]
     except WorkerDied as exc:
-        return "runtime_error", f"the sandbox worker died during the test (killed or stopped by the program?): {exc}"
+        return [("runtime_error", f"the sandbox worker died during the test (killed or stopped by the program?): {exc}")]
     except SandboxError as exc:
-        return "sandbox_error", str(exc)
+        return [("sandbox_error", str(exc))]
+    return [_judge(reply, case, req["time"], limits) for reply, case in zip(replies, batch)]
+
+
+def _judge(reply: dict, case: dict, seconds: float, limits: Limits) -> tuple[str, str]:
     outcome = reply["outcome"]
+    if outcome == "total_timeout":
+        return "timeout", f"total time limit {limits.total:g} s used up"
     if outcome != "ok":
         return _FAILURES.get(outcome, "runtime_error"), _failure_detail(outcome, reply, seconds, limits)
     if "fn_name" in case:
@@ -147,13 +169,14 @@ def _run_case(worker, req: dict, case: dict, limits: Limits) -> tuple[str, str]:
     return _judge_stdout(reply["stdout"], str(case["output"]), limits.float_tolerance)
 
 
-def _request(program: int, code: str, case: dict, seconds: float, limits: Limits, last: bool) -> dict:
-    """What the sandbox gets: the program and this test's input, never the expected output."""
-    req = {"op": "test", "program": program, "code": code, "time": seconds, "memory_mb": limits.memory_mb,
-           "output_bytes": limits.output_bytes, "nproc": limits.nproc, "last": last}
-    if "fn_name" in case:
-        return {**req, "mode": "call", "fn": case["fn_name"], "args": _call_args(case["args"])}
-    return {**req, "mode": "stdio", "input": str(case["input"])}
+def _request(program: int, code: str, batch: list[dict], limits: Limits, total_left: float, last: bool) -> dict:
+    """What the sandbox gets: the program and these tests' inputs, never the expected outputs."""
+    call = "fn_name" in batch[0]
+    payloads = [json.dumps(_call_args(c["args"])) if call else str(c["input"]) for c in batch]
+    return {"op": "test", "program": program, "code": code, "mode": "call" if call else "stdio",
+            "fn": batch[0].get("fn_name"), "payloads": payloads, "time": min(limits.time, total_left),
+            "total_left": total_left, "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
+            "nproc": limits.nproc, "last": last}
 
 
 def _check_case(case: dict) -> None:
