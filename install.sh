@@ -11,9 +11,10 @@ extras="cpu"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
-# System packages: bubblewrap isolates model-written code in the code sandbox; chromium (headless)
-# renders the HTML report in its browser test.
-apt_pkgs="bubblewrap chromium chromium-driver"
+# System packages: bubblewrap isolates model-written code in the code sandbox, which runs it with
+# Debian's python3.11 (the sandbox mounts only /usr); chromium (headless) renders the HTML report
+# in its browser test.
+apt_pkgs="bubblewrap python3.11 chromium chromium-driver"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

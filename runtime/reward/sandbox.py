@@ -1,7 +1,7 @@
-"""Isolation for model-written code: long-lived bubblewrap'd workers that fork once per test.
+"""Isolation for model-written code: long-lived bubblewrap'd workers that fork once per program.
 
-What: ``Sandbox(workers=N)`` keeps N worker processes (``sandbox_worker.py``) and runs one test
-request at a time on each; ``Sandbox.map(fn, items)`` hands items to ``fn(worker, item)`` on one
+What: ``Sandbox(workers=N)`` keeps N worker processes (``sandbox_worker.py``) and runs one request
+at a time on each; ``Sandbox.map(fn, items)`` hands items to ``fn(worker, item)`` on one
 thread per worker. ``get_sandbox()`` returns a shared one, started on first use.
 Why: RL graders run tens of thousands of untrusted programs per step. Each must be unable to
 reach the network, the host's files, secrets in the environment, the parent, or other tests,
@@ -9,8 +9,8 @@ and must not be able to outlive its limits; and the checks must be cheap.
 How (isolation="bwrap", the default):
 - the worker runs as uid/gid 65534 (when we are root, since root ignores RLIMIT_NPROC) under
   ``bwrap --unshare-all``: own user, pid, network (loopback only), ipc, uts and cgroup
-  namespaces; a read-only view of /usr only (no /home, /root, /etc, /work, datasets); a size-capped
-  tmpfs /work as the only writable place; ``--die-with-parent`` so nothing survives us;
+  namespaces; a read-only view of /usr only (none of the host's /home, /root, /etc, /work or data);
+  a size-capped tmpfs /work as the only writable place; ``--die-with-parent`` so nothing survives us;
 - the environment is replaced by ``PATH`` and ``LANG`` only;
 - per program the worker forks a child in a new session with rlimits (address space, processes,
   file size = output cap, open files), in a fresh work dir; per test it hands that child new
@@ -19,10 +19,12 @@ How (isolation="bwrap", the default):
   sandbox (it is their namespace's init) and wipes /work;
 - expected outputs never enter the sandbox: the worker returns what the program printed or
   returned, and the caller compares.
+What the program gets: Debian's ``/usr/bin/python3.11 -I -S`` (standard library only, no
+site-packages; ``exit``/``quit`` are provided), an empty writable cwd, stdin, and no network.
 Fallbacks, used by isolation="auto" only when bwrap cannot start (user namespaces disabled):
 - "unshare" (root only): ``unshare --net --pid --fork --mount-proc`` then the worker drops to
-  65534 itself. Blocked: network (own netns), other processes (own pid ns), writes outside the
-  work dir and /tmp (file permissions as nobody); NOT blocked: reading world-readable host files.
+  65534 itself. Blocked: network (own netns), other processes (own pid ns), files only root may
+  write; NOT blocked: reading world-readable host files, writing world-writable ones (/tmp).
 - "none": rlimits + uid 65534 (if root) + scrubbed env only. The network is NOT blocked: use it only
   on hosts whose firewall blocks egress. Leftover processes are killed by process group only.
 """
@@ -108,7 +110,7 @@ class Worker:
         self.lock = threading.Lock()
 
     def request(self, req: dict, hard_timeout: float) -> dict:
-        """Run one test; raises WorkerDied if the worker does not answer within ``hard_timeout``."""
+        """Send one request; raises WorkerDied if the worker does not answer within ``hard_timeout``."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 self.start()

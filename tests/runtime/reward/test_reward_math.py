@@ -122,6 +122,15 @@ def test_callers_alarm_is_left_alone():
         signal.signal(signal.SIGALRM, old)
 
 
+def test_works_from_a_thread():
+    """Calling math-verify in a thread raises (SIGALRM); the grader never runs it there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        grades = list(pool.map(lambda r: grade_math([boxed(r)], ["2\\sqrt{2}"])[0], ["\\sqrt{8}", "3"]))
+    assert [g.status for g in grades] == ["correct", "wrong"]
+
+
 def test_pool_is_reused_across_calls():
     grade_math([boxed("\\sqrt{4}")], ["2"], workers=2)
     pids = sorted(w.proc.pid for w in _POOLS[2].workers)
