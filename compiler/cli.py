@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cores", type=int, default=None, help="cores for local execution (default: all)")
     r.add_argument("--dry-run", "-n", action="store_true", help="list the jobs that would run; run nothing")
     r.set_defaults(func=cmd_run)
-    rp = sub.add_parser("report", help="write BUILD_DIR/report/ (HTML, Markdown, JSON, figures) from the results so far",
+    rp = sub.add_parser("report", help="write BUILD_DIR/report/ (HTML, Markdown, JSON, figures) from results so far",
                         description="Write the report of a build folder from whatever results exist; jobs that have "
                                     "not finished are listed as missing.")
     rp.add_argument("build", help="the build folder, e.g. build/<spec name>")

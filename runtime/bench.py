@@ -157,6 +157,12 @@ def load_problems(job: Job) -> tuple[list[dict], dict[str, int]]:
         records = read_source(cfg["source"], cfg["domain"], spec_dir=spec_dir, seed=cfg["seed"])
     except SourceError as exc:
         raise BenchError(f"benchmark {cfg['benchmark']!r}: {exc}") from None
+    uri = cfg["source"]["uri"]
+    if uri.startswith("builtin://"):
+        from rlspec.runtime.data.builtin import parse_uri
+        if parse_uri(uri)[1]["split"] != "test":
+            print(f"warning: benchmark {cfg['benchmark']!r} reads {uri}, the split the training data is drawn from; "
+                  "add split=test to the uri for a held-out set", file=sys.stderr)
     excluded: dict[str, int] = {}
     if cfg["date_window"] is not None:
         records, excluded = in_window(records, cfg["date_window"])

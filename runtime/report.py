@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlspec.runtime.bench import metric_name
 from rlspec.runtime.job import Job, JobError, load_job, parse_args, write_json_atomic
 
 CURVES = [("reward_mean", "reward (mean)"), ("pass_rate", "pass rate"), ("response_len_mean", "response length"),
           ("truncation_rate", "truncation rate"), ("entropy", "entropy"), ("temperature", "temperature")]
+STYLES = ("-", "--", ":", "-.")
 INITIAL = "initial"  # the stage name of the model before RL
 
 
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args("report", argv)
     try:
         job = load_job(args.job, "report", args.context)
-        (job.output_dir / "done.json").unlink(missing_ok=True)
+        (job.output_dir / "done.json").unlink(missing_ok=True)  # first, so a killed rerun looks unfinished
+        shutil.rmtree(job.output_dir, ignore_errors=True)  # no figures left over from an earlier run
         summary = write_report(job, Path.cwd(), job.output_dir, wandb_run=True)
         publish(job.output_dir, Path.cwd() / "report")
         write_json_atomic(job.output_dir / "done.json", {"complete": summary["complete"],
@@ -85,7 +88,7 @@ def write_report(job: Job, build: Path, out: Path, *, wandb_run: bool) -> dict[s
     write_text(out / "index.html", render_html(results, summary))
     write_text(out / "README.md", render_markdown(results, summary))
     if wandb_run:
-        log_wandb(job, summary, out)
+        log_wandb(job, summary, out, build)
     return summary
 
 
@@ -108,6 +111,7 @@ class Results:
     metrics: dict[str, list[str]]  # benchmark -> spec metrics (`avg@k`, `pass@4`, ...)
     references: dict[str, list[dict]]
     labels: dict[str, str]  # job id -> label
+    k: dict[str, int] = field(default_factory=dict)  # benchmark -> samples per problem
     bench: dict[str, dict] = field(default_factory=dict)  # finished bench jobs: results.json
     train: dict[str, dict] = field(default_factory=dict)  # train id -> {"rows": [...], "done": {...} | None}
     funnels: dict[str, dict] = field(default_factory=dict)  # curate/filter id -> funnel.json
@@ -143,6 +147,8 @@ def collect(job: Job, build: Path) -> Results:
         done = _read_json(path / "done.json", res)
         if done is None:
             res.missing.append({"kind": kind, "id": jid, "label": labels.get(jid, f"{kind} {jid}")})
+        if kind == "bench":
+            _read_k(build / "jobs" / "bench" / f"{jid}.json", res)
         if kind == "bench" and done is not None:
             found = _read_json(path / "results.json", res)
             if found is not None:
@@ -156,6 +162,12 @@ def collect(job: Job, build: Path) -> Results:
             if funnel is not None and funnel.get("steps") is not None:
                 res.funnels[jid] = funnel
     return res
+
+
+def _read_k(job_file: Path, res: Results) -> None:
+    config = (_read_json(job_file, res) or {}).get("config", {})
+    if "benchmark" in config and "k" in config:
+        res.k[config["benchmark"]] = config["k"]
 
 
 def _read_json(path: Path, res: Results) -> Any:
@@ -221,11 +233,8 @@ def summarise(res: Results) -> dict[str, Any]:
 
 
 def _metric_label(res: Results, bench: str, metric: str) -> str:
-    """`avg@k` -> `avg@64` with the benchmark's k, read from any finished job of it."""
-    for found in res.bench.values():
-        if found.get("benchmark") == bench and metric in found.get("metrics", {}):
-            return found["metrics"][metric]["name"]
-    return metric
+    """`avg@k` -> `avg@64` with the benchmark's k (from its job files, so before any job ran)."""
+    return metric_name(metric, res.k[bench]) if bench in res.k else metric
 
 
 def train_summary(res: Results, jid: str) -> dict[str, Any]:
@@ -247,14 +256,20 @@ def final_value(cell: dict, bench: str, metric: str) -> tuple[str, dict] | None:
 
 
 def best_cells(summary: dict[str, Any]) -> dict[str, dict]:
-    """Per benchmark, the cell with the highest headline metric at its last evaluated stage."""
+    """Per benchmark, the cell(s) with the highest headline metric at their last evaluated stage.
+    `decisive` is false when every scored cell ties (nothing to highlight then)."""
     best = {}
     for b, info in summary["benchmarks"].items():
-        scored = [(final_value(c, b, info["headline"]), c["label"]) for c in summary["cells"]]
-        scored = [(f, label) for f, label in scored if f is not None]
-        if scored:
-            (stage, value), label = max(scored, key=lambda x: x[0][1]["value"])
-            best[b] = {"cell": label, "stage": stage, "metric": info["headline"], **value}
+        scored = [(f[1]["value"], f, c["label"]) for c in summary["cells"]
+                  if (f := final_value(c, b, info["headline"])) is not None]
+        if not scored:
+            continue
+        top = max(v for v, _, _ in scored)
+        winners = [(f, label) for v, f, label in scored if v == top]
+        (stage, value), label = winners[0]
+        best[b] = {"cell": label, "stage": stage, "metric": info["headline"], **value,
+                   "ties": [{"cell": lb, "stage": f[0]} for f, lb in winners[1:]],
+                   "decisive": len(winners) < len(scored)}
     return best
 
 
@@ -275,7 +290,8 @@ def draw_figures(res: Results, summary: dict[str, Any], folder: Path) -> list[st
                       ("benchmarks.png", fig_benchmarks(plt, summary)),
                       *[(f"funnel_{slug(f['dataset'])}_{jid[:8]}.png", fig_funnel(plt, f, res.labels.get(jid, jid)))
                         for jid, f in res.funnels.items()],
-                      *[(f"ablation_{slug(axis)}.png", fig_ablation(plt, summary, axis)) for axis in grid_axes(summary)]]:
+                      *[(f"ablation_{slug(axis)}.png", fig_ablation(plt, summary, axis))
+                        for axis in grid_axes(summary)]]:
         if fig is None:
             continue
         fig.savefig(folder / name, dpi=100)
@@ -300,7 +316,7 @@ def cell_curve(res: Results, cell: dict, key: str) -> tuple[list[float], list[fl
     offset = 0.0
     for stage in cell["stages"]:
         found = res.train.get(stage["train"])
-        bounds.append((offset, stage["name"]))
+        bounds.append((offset + 0.5, stage["name"]))  # between the last step before and the first after
         if not found:
             break  # later stages cannot have started
         rows = found["rows"]
@@ -320,14 +336,15 @@ def fig_training(plt, res: Results):
     colors = _colors(plt, len(res.cells))
     for ax, (key, title) in zip(axes.flat, CURVES):
         bounds_seen: dict[float, str] = {}
-        for color, cell in zip(colors, res.cells):
+        for i, (color, cell) in enumerate(zip(colors, res.cells)):
             xs, ys, bounds = cell_curve(res, cell, key)
             for x, name in bounds:
                 bounds_seen.setdefault(x, name)
-            if xs:
-                ax.plot(xs, ys, color=color, label=cell["label"], linewidth=1.3)
+            if xs:  # cells share early stages, so their lines coincide there: styles keep each visible
+                ax.plot(xs, ys, color=color, label=cell["label"], linewidth=1.3,
+                        linestyle=STYLES[i % len(STYLES)])
         for x, name in sorted(bounds_seen.items()):
-            if x > 0:
+            if x > 0.5:
                 ax.axvline(x, color="0.5", linestyle="--", linewidth=0.8)
             ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom", color="0.35")
         ax.set_title(title, fontsize=10, pad=14)
@@ -471,18 +488,25 @@ def result_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict]]:
                 entry = stage["benchmarks"].get(b)
                 texts.append("not run" if entry is None else (fmt(entry["metrics"].get(m)) if entry["done"]
                                                                  else "missing"))
-                win = summary["best"].get(b)
-                if (win and len(summary["cells"]) > 1 and win["cell"] == cell["label"] and win["stage"] == stage["stage"]
-                        and m == win["metric"]):
+                if m == summary["best"].get(b, {}).get("metric") and is_best(summary["best"][b], cell, stage):
                     best.append(2 + i)
             rows.append({"cells": texts, "best": best, "kind": "result"})
+    by_model: dict[str, dict[str, float]] = {}  # one row per published model, its numbers side by side
     for b, refs in summary["references"].items():
         for ref in refs:
-            texts = [ref["model"], "published"]
-            for bb, m in columns:
-                texts.append(f"{ref['value']:.1f}" if bb == b and m == summary["benchmarks"][b]["headline"] else "")
-            rows.append({"cells": texts, "best": [], "kind": "reference"})
+            by_model.setdefault(ref["model"], {})[b] = ref["value"]
+    for model, values in by_model.items():
+        texts = [model, "published"]
+        for b, m in columns:
+            shown = b in values and m == summary["benchmarks"][b]["headline"]
+            texts.append(f"{values[b]:.1f}" if shown else "")
+        rows.append({"cells": texts, "best": [], "kind": "reference"})
     return header, rows
+
+
+def is_best(win: dict[str, Any], cell: dict, stage: dict) -> bool:
+    tops = [{"cell": win["cell"], "stage": win["stage"]}, *win["ties"]]
+    return win["decisive"] and {"cell": cell["label"], "stage": stage["stage"]} in tops
 
 
 def train_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -583,11 +607,16 @@ def _figure(path: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+NUMBER_TEXT = re.compile(r"[-–\d.± ]*")  # numbers, "12.5 ± 1.0", "–" and blanks align right
+
+
 def _md_table(header: list[str], rows: list[dict] | list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    rows = [r if isinstance(r, dict) else {"cells": r, "best": [], "kind": ""} for r in rows]
+    numeric = [all(NUMBER_TEXT.fullmatch(r["cells"][i]) for r in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     for row in rows:
-        cells, best, kind = (row["cells"], row["best"], row["kind"]) if isinstance(row, dict) else (row, [], "")
-        shown = [f"**{c}**" if i in best else (f"*{c}*" if kind == "reference" and c else c) for i, c in enumerate(cells)]
+        shown = [f"**{c}**" if i in row["best"] else (f"*{c}*" if row["kind"] == "reference" and c else c)
+                 for i, c in enumerate(row["cells"])]
         lines.append("| " + " | ".join(s.replace("|", "/") for s in shown) + " |")
     return "\n".join(lines)
 
@@ -595,17 +624,33 @@ def _md_table(header: list[str], rows: list[dict] | list[list[str]]) -> str:
 def render_markdown(res: Results, summary: dict[str, Any]) -> str:
     header, rows = result_rows(summary)
     theader, trows = train_rows(summary)
+    figures = summary["figures"]
+
+    def images(test) -> list[str]:
+        return [f"![{Path(f).stem}]({f})" for f in figures if test(f)] + [""]
+
     out = [f"# {res.name}", ""]
     if summary["missing"]:
         out += [f"**{len(summary['missing'])} job(s) not finished** (no done.json yet):", ""]
         out += [f"- {m['kind']} `{m['id']}`: {m['label']}" for m in summary["missing"]] + [""]
     else:
         out += ["All jobs finished.", ""]
-    out += ["## Results", "", "Percent ± standard error across problems; **bold**: best cell per benchmark; "
-            "*italic*: published reference numbers.", "", _md_table(header, rows), ""]
-    out += [f"![{Path(f).stem}]({f})" for f in summary["figures"] if f.endswith("benchmarks.png")] + [""]
+    out += ["## Results", "", "Percent ± standard error across problems; `initial` is the model before RL; **bold**: "
+            "best cell per benchmark; *italic*: published reference numbers.", "", _md_table(header, rows), ""]
+    out += images(lambda f: f.endswith("benchmarks.png"))
     out += ["## Training", "", _md_table(theader, trows) if trows else "No training stages.", ""]
-    out += [f"![{Path(f).stem}]({f})" for f in summary["figures"] if not f.endswith("benchmarks.png")] + [""]
+    out += images(lambda f: f.endswith("training_curves.png"))
+    if any("/ablation_" in f for f in figures):
+        out += ["## Ablations", ""] + images(lambda f: "/ablation_" in f)
+    out += ["## Curation", ""]
+    for jid, funnel in res.funnels.items():
+        fh, fr = funnel_rows(funnel)
+        out += [f"### {res.labels.get(jid, jid)}", "", _md_table(fh, fr), ""]
+        out += images(lambda f: f.endswith(f"_{jid[:8]}.png"))
+    if not res.funnels:
+        out += ["No curation funnels yet.", ""]
+    if summary["warnings"]:
+        out += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
     return "\n".join(out)
 
 
@@ -636,7 +681,7 @@ def publish(src: Path, target: Path, *, move: bool = False) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def log_wandb(job: Job, summary: dict[str, Any], out: Path) -> None:
+def log_wandb(job: Job, summary: dict[str, Any], out: Path, build: Path) -> None:
     """One summary run with the tables and figures; a W&B failure is reported, not fatal, because
     the report on disk is complete without it."""
     tracking = job.context.get("tracking") or {}
@@ -647,7 +692,7 @@ def log_wandb(job: Job, summary: dict[str, Any], out: Path) -> None:
         group = tracking.get("group", "{name}-{cell}").format(name=summary["name"], cell="summary")
         run = wandb.init(project=tracking.get("project"), entity=tracking.get("entity"), mode=tracking.get("mode"),
                          group=group[:128], name=f"{summary['name']} report", job_type="report",
-                         tags=["report", *tracking.get("tags", [])], dir=os.getcwd(),
+                         tags=["report", *tracking.get("tags", [])], dir=str(build),
                          config={"cells": [{"label": c["label"], **c["values"]} for c in summary["cells"]]},
                          settings=wandb.Settings(silent=True, init_timeout=90))
         header, rows = result_rows(summary)

@@ -16,7 +16,7 @@ import pytest
 
 import report_fixtures as rf
 from rlspec.compiler.cli import main as rlspec_main
-from rlspec.runtime.report import report_build
+from rlspec.runtime.report import best_cells, report_build, result_rows
 
 FIGURES = {"training_curves.png", "benchmarks.png", "ablation_len.png"}
 
@@ -75,7 +75,23 @@ def test_summary_numbers(full):
         assert s2["done"] and s2["steps"] == 5
         assert s2["first_reward_mean"] == rf.reward_at(index, 1, 1)
         assert s2["last_reward_mean"] == rf.reward_at(index, 1, 5)
-    assert summary["best"]["held"] == {"cell": "len=1024", "stage": "s2", "metric": "avg@4", "value": 75.0, "stderr": 0.0}
+    assert summary["best"]["held"] == {"cell": "len=1024", "stage": "s2", "metric": "avg@4", "value": 75.0,
+                                       "stderr": 0.0, "ties": [], "decisive": True}
+
+
+def test_best_cell_ties():
+    def cell(label, value):
+        return {"label": label, "values": {}, "stages": [
+            {"stage": "s1", "benchmarks": {"b": {"job": "x", "done": True,
+                                                 "metrics": {"avg@4": {"value": value, "stderr": 1.0}}}}}]}
+    summary = {"benchmarks": {"b": {"metrics": ["avg@4"], "headline": "avg@4"}}, "references": {},
+               "cells": [cell("a", 10.0), cell("b", 30.0), cell("c", 30.0)]}
+    summary["best"] = best_cells(summary)
+    assert summary["best"]["b"]["ties"] == [{"cell": "c", "stage": "s1"}] and summary["best"]["b"]["decisive"]
+    assert [r["best"] for r in result_rows(summary)[1]] == [[], [2], [2]]
+    summary["cells"] = [cell("a", 0.0), cell("b", 0.0)]  # nobody is better: nothing highlighted
+    summary["best"] = best_cells(summary)
+    assert not summary["best"]["b"]["decisive"] and [r["best"] for r in result_rows(summary)[1]] == [[], []]
 
 
 def test_table_highlights_best_and_shows_references(full):
@@ -118,6 +134,19 @@ def test_nothing_run_yet(tmp_path):
     assert len(summary["missing"]) == len(rf.context(build)["jobs"]) - 1  # all but the report itself
     assert summary["figures"] == [] and summary["best"] == {}
     assert "not finished" in (build / "report" / "index.html").read_text()
+
+
+def test_shipped_acereason_spec_shows_the_papers_numbers(tmp_path):
+    """Reference rows: one per published model, its numbers under each benchmark's headline metric."""
+    spec = Path(__file__).resolve().parents[3] / "specs" / "acereason-nemotron-7b.yaml"
+    assert rlspec_main(["compile", str(spec), "-o", str(tmp_path / "build")]) == 0
+    summary = report_build(tmp_path / "build")
+    header, rows = result_rows(summary)
+    refs = {r["cells"][0]: dict(zip(header, r["cells"])) for r in rows if r["kind"] == "reference"}
+    assert refs["AceReason-Nemotron-7B (paper)"]["aime24 avg@64"] == "69.0"
+    assert refs["AceReason-Nemotron-7B (paper)"]["lcb-v6 avg@8"] == "44.1"
+    assert refs["DeepSeek-R1-Distill-Qwen-7B (paper)"]["aime25 avg@64"] == "39.0"
+    assert "AceReason-Nemotron-7B (paper)" in (tmp_path / "build" / "report" / "index.html").read_text()
 
 
 def test_cli_report(build, tmp_path, capsys):
@@ -193,3 +222,66 @@ def test_report_in_headless_chromium(full, tmp_path):
     from PIL import Image
     with Image.open(shot) as im:  # not a blank page: the table and plots put many colours on it
         assert len(im.convert("RGB").getcolors(1 << 20) or []) > 50
+
+
+# ---------------------------------------------------------------------------------------------
+# The real thing: a 2-cell x 2-stage grid run by Snakemake (model, curate, train, bench, report).
+# ---------------------------------------------------------------------------------------------
+
+MINI = r"""
+name: mini
+seed: 1
+model:
+  from_scratch:
+    architecture: {family: qwen2, hidden_size: 64, intermediate_size: 128, num_layers: 2, num_heads: 4, num_kv_heads: 2}
+    tokenizer: {vocab_size: 384}
+    warmup: {sources: [{uri: "builtin://math?n=200&difficulty=1&worked=true"}], steps: 20, batch_size: 16, lr: 3.0e-3}
+  dtype: float32
+  max_context: 384
+  prompt:
+    template: "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    math_suffix: " Answer in \\boxed{}."
+datasets:
+  math:
+    domain: math
+    sources: [{uri: "builtin://math?n=200&difficulty=1"}]
+    filters: [{kind: dedup_exact}, {kind: decontaminate}]
+rollout: {engine: hf, max_prompt_tokens: 128}
+stages:
+  - {name: s1, datasets: [math], max_response_tokens: 32, steps: 3, prompts_per_step: 4, group_size: 4}
+  - {name: s2, datasets: [math], max_response_tokens: 48, steps: 3, prompts_per_step: 4, group_size: 4}
+benchmarks:
+  held:
+    domain: math
+    source: {uri: "builtin://math?n=10&difficulty=1&split=test"}
+    k: 4
+    metrics: [avg@k, pass@2, maj@k]
+    sampling: {max_response_tokens: 48}
+grid:
+  axes: [{path: "stages[s2].algorithm.optimizer.lr", name: lr, values: [1.0e-4, 1.0e-3]}]
+tracking: {backend: wandb, project: mini, mode: offline}
+resources:
+  train: {cpus: 1, mem_gb: 4, time_min: 30}
+  deepspeed: {zero_stage: 0}
+"""
+
+
+@pytest.mark.slow
+def test_report_after_a_real_workflow(tmp_path):
+    (tmp_path / "mini.yaml").write_text(MINI)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "rlspec.compiler.cli", "run", "mini.yaml", "-o", "build", "--cores", "2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    build = tmp_path / "build"
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((build / "report" / "summary.json").read_text())
+    assert summary["complete"] and {Path(f).name for f in summary["figures"]} >= FIGURES - {"ablation_len.png"} | {
+        "ablation_lr.png"}
+    for cell in summary["cells"]:
+        assert [s["stage"] for s in cell["stages"]] == ["initial", "s1", "s2"]
+        for stage in cell["stages"]:
+            entry = stage["benchmarks"]["held"]
+            found = json.loads((build / "results" / "bench" / entry["job"] / "results.json").read_text())
+            assert entry["metrics"]["avg@4"] == {k: found["metrics"]["avg@k"][k] for k in ("value", "stderr")}
+        assert all(s["train"]["done"] and s["train"]["steps"] == 3 for s in cell["stages"][1:])
