@@ -68,12 +68,17 @@ class _Spawner:
     """
 
     def __init__(self) -> None:
-        self.jobs: queue.Queue = queue.Queue()
-        threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True).start()
+        self.pid, self.lock = -1, threading.Lock()  # the thread starts on first use, and again after a fork
 
-    def _serve(self) -> None:
+    def _ensure_thread(self) -> None:
+        if self.pid != os.getpid():
+            self.pid, self.jobs = os.getpid(), queue.Queue()
+            threading.Thread(target=self._serve, args=(self.jobs,), name="sandbox-spawner", daemon=True).start()
+
+    @staticmethod
+    def _serve(jobs: queue.Queue) -> None:
         while True:
-            args, kwargs, done, result = self.jobs.get()
+            args, kwargs, done, result = jobs.get()
             try:
                 result.append(subprocess.Popen(*args, **kwargs))
             except BaseException as exc:  # handed to the caller's thread
@@ -82,6 +87,8 @@ class _Spawner:
 
     def popen(self, *args, **kwargs) -> subprocess.Popen:
         done, result = threading.Event(), []
+        with self.lock:
+            self._ensure_thread()
         self.jobs.put((args, kwargs, done, result))
         done.wait()
         if isinstance(result[0], BaseException):

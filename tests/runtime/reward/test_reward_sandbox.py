@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from rlspec.runtime.reward import grade_code
-from rlspec.runtime.reward.sandbox import get_sandbox
+from rlspec.runtime.reward.sandbox import close_all, get_sandbox
 
 
 def py(code: str) -> str:
@@ -141,3 +141,18 @@ def test_fallback_isolation_modes_do_what_the_docs_say(isolation):
     assert [g.status for g in grades[:2]] == ["pass", "pass"]  # works, and runs as nobody
     assert grades[2].status == ("runtime_error" if isolation == "unshare" else "pass")
     assert grades[3].status == "timeout"  # the fork bomb is contained by RLIMIT_NPROC + the kill
+
+
+def test_a_forked_child_process_gets_its_own_sandbox():
+    """Trainers fork (data loaders, pools): the child must not wait on its parent's workers."""
+    assert grade_code([py("print(1)")], [[{"input": "", "output": "1"}]])[0].status == "pass"
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = grade_code([py("print(2)")], [[{"input": "", "output": "2"}]], workers=1)[0].status == "pass"
+            close_all()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
