@@ -62,6 +62,17 @@ def unique_stage_names(spec: Spec):
         seen.setdefault(stage.name, i)
 
 
+RESERVED_STAGE_NAMES = {"initial"}  # the report's label for the model before RL
+
+
+@rule
+def reserved_stage_names(spec: Spec):
+    for i, stage in enumerate(spec.stages):
+        if stage.name in RESERVED_STAGE_NAMES:
+            yield Issue(("stages", i, "name"), f"{stage.name!r} is reserved (reports call the model before RL "
+                        "'initial'); pick another stage name")
+
+
 @rule
 def steps_or_epochs(spec: Spec):
     for i, stage in enumerate(spec.stages):

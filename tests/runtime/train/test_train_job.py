@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import compile_and_curate, job_dir, metrics, run_train, spec_text
@@ -88,3 +89,22 @@ def test_killed_run_resumes_bit_identical(tmp_path, tiny_model_dir, engine):
         got = metrics(build, job)
         assert [r["step"] for r in got] == [1, 2, 3, 4, 5]
         assert [r["reward_mean"] for r in got] == [r["reward_mean"] for r in ref_metrics]
+
+
+def test_two_deepspeed_ranks_match_one(tmp_path, tiny_model_dir):
+    """Same global batch on 2 gloo ranks (the job relaunches itself under torchrun) as on 1: the same
+    prompts and samples (per-prompt seeds), so the same rewards and, within float tolerance, the same
+    loss curve and weights."""
+    runs = {}
+    for ranks in (1, 2):
+        build, job = compile_and_curate(tmp_path / f"r{ranks}", spec_text(tiny_model_dir, engine="vllm", steps=3,
+                                                                          ranks=ranks, every=10))
+        out = run_train(build, job, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"world {ranks}" in out.stdout
+        runs[ranks] = (metrics(build, job), weights(job_dir(build, job) / "model"))
+    (m1, w1), (m2, w2) = runs[1], runs[2]
+    assert [r["reward_mean"] for r in m1] == [r["reward_mean"] for r in m2]
+    assert [r["loss"] for r in m2] == pytest.approx([r["loss"] for r in m1], rel=1e-4, abs=1e-6)
+    for name in w1:
+        assert torch.allclose(w1[name], w2[name], atol=1e-5), name
