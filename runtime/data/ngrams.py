@@ -6,69 +6,49 @@ What:
   both shorter than n words match when equal up to spacing, case and final punctuation.
 - `near_duplicates(texts, threshold, num_perm, shingle)`: for each text, the index of an earlier
   kept text whose estimated Jaccard similarity is at least `threshold`, or None.
-Both compare *words* (lower case; ASCII punctuation separates words like spaces do), so spacing,
-punctuation and case never hide a match;
-near-dup also maps every digit run to `0`, so a copy with new numbers is still a copy.
+Both compare *words* (lower case; ASCII punctuation separates words like white space does), so
+spacing, punctuation and case never hide a match; near-dup also maps every digit run to `0`, so a
+copy with new numbers is still a copy.
 
 Why: the paper decontaminates with 9-grams (math) and 14-grams (code) against its evaluation sets,
 and deduplicates ~1M raw problems; a per-prompt Python loop over n-gram tuples is the bottleneck.
 
-How: all texts are joined into one string and split once (a C-level pass, with the cyclic GC
-paused while millions of small strings are made), and words become integer ids (decontamination:
-only words that occur in a benchmark get an id; a text's other words become 0, and no n-gram
-holding one can match). A polynomial rolling hash over the id array gives every window's hash in n
-vectorised steps; windows holding a 0 or crossing into the next text are dropped; the rest pass a
-one-bit-per-hash bitmap, then a `searchsorted` lookup in the sorted benchmark hashes, and the few
-hits are confirmed exactly against the benchmark n-gram table (a hash collision never drops a
-prompt). Near-dup hashes shingles the same way, computes all MinHash signatures with
-multiply-shift hashing in chunked numpy, and indexes them in datasketch's `MinHashLSH` (bands and
-rows chosen by datasketch for the threshold); a candidate counts when its signatures agree on at
-least `threshold` of the permutations. The first of a group of near-duplicates is kept.
+How: no Python call per word. Texts (16K at a time) are joined into one string, folded (lower
+case, punctuation and white space to " ") and viewed as a byte array; a cumulative sum gives the
+polynomial hash of every prefix, so every word's hash is a difference of two prefix hashes shifted
+back by the inverse of the (odd) base modulo 2^64. A rolling hash over n word hashes gives every
+n-gram's hash in n vectorised steps; windows that cross from one text into the next are dropped.
+Decontamination looks each n-gram hash up in a one-bit-per-hash bitmap, then with `searchsorted` in
+the benchmark's sorted hashes, and confirms the few hits exactly against the benchmark's n-gram
+table of words (a hash collision can never drop a prompt). Near-dup hashes shingles the same way
+(numbers folded to 0 first), computes all MinHash signatures with multiply-shift hashing in chunked
+numpy, and indexes them in datasketch's `MinHashLSH` (bands and rows chosen by datasketch for the
+threshold); a candidate counts when the signatures agree on at least `threshold` of the
+permutations. The first of a group of near-duplicates is kept.
 `reference_*` are the straightforward implementations `bench/curate.py` compares against.
 """
 
 from __future__ import annotations
 
-import gc
 import re
 import string
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+# ASCII punctuation and every kind of white space become a plain space (then `split` = split on " ")
+_FOLD = str.maketrans({c: " " for c in string.punctuation + "".join(chr(i) for i in range(0x3001)
+                                                                      if chr(i).isspace())})
 _DIGITS = re.compile(r"\d+")
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio): a good polynomial base
 SEP = "\x00"  # between texts in one joined string; never a word of a text (removed from texts first)
+CHUNK = 16_384  # texts hashed at a time: bounds memory to ~100 MB of arrays
 
 
 def words(text: str) -> list[str]:
     """Lower-cased words: ASCII punctuation is a separator, like white space."""
-    return text.lower().translate(_PUNCT).split()
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """Building millions of small strings triggers the cyclic GC over and over (they hold no cycles)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def corpus_words(texts: Sequence[str], numbers_to_zero: bool = False) -> list[str]:
-    """The words of all texts in one list, SEP after each text: one C-level pass instead of one per text."""
-    joined = "".join(f"{t.replace(SEP, ' ') if SEP in t else t} {SEP} " for t in texts)
-    joined = joined.lower().translate(_PUNCT)
-    if numbers_to_zero:
-        joined = _DIGITS.sub("0", joined)
-    with _no_gc():
-        return joined.split()
+    return text.lower().translate(_FOLD).split()
 
 
 def short_key(text: str) -> str:
@@ -111,63 +91,99 @@ class NgramIndex:
     def __init__(self, n: int, items: Sequence[tuple[str, str, str]]):
         """`items`: (benchmark name, item id, text)."""
         self.n = n
-        self.vocab: dict[str, int] = {}
-        self.grams: dict[tuple[int, ...], tuple[str, str]] = {}
-        self.short: dict[str, tuple[str, str]] = {}  # short items by `short_key`
+        self.grams: dict[tuple[str, ...], tuple[str, str]] = {}
+        self.short: dict[str, tuple[str, str]] = {}  # items shorter than n words, by `short_key`
         for bench, item, text in items:
-            ids = tuple(self.vocab.setdefault(w, len(self.vocab) + 1) for w in words(text))
-            if 0 < len(ids) < n:
+            w = words(text)
+            if 0 < len(w) < n:
                 self.short.setdefault(short_key(text), (bench, item))
-            for i in range(len(ids) - n + 1):
-                self.grams.setdefault(ids[i:i + n], (bench, item))
-        keys = np.array(list(self.grams), dtype=np.uint64).reshape(-1, n)
-        self.hashes = np.unique(self._hash_rows(keys))
+            for i in range(len(w) - n + 1):
+                self.grams.setdefault(tuple(w[i:i + n]), (bench, item))
+        self.hashes = np.unique(np.concatenate([np.zeros(0, np.uint64)] + [
+            h for h, _ in _ngram_hashes([t for _, _, t in items], n)]))
         bits = max(16, int(np.ceil(np.log2(max(len(self.hashes), 1) * 64))))  # ~1.5% false positives
         self.mask = np.uint64((1 << bits) - 1)
         self.bitmap = np.zeros(1 << bits, dtype=bool)
         self.bitmap[self.hashes & self.mask] = True
-        self.words_by_id = {i: w for w, i in self.vocab.items()}
-
-    def _hash_rows(self, keys: np.ndarray) -> np.ndarray:
-        h = np.zeros(len(keys), dtype=np.uint64)
-        for j in range(self.n):
-            h = h * _MULT + keys[:, j]
-        return h
 
     def first_matches(self, texts: Sequence[str]) -> list[Match | None]:
         """For each text, its first n-gram (or whole-text) match against the benchmarks, or None."""
         out: list[Match | None] = [None] * len(texts)
-        vocab = dict(self.vocab)
-        vocab[SEP] = len(vocab) + 1  # in no n-gram: a window across two texts never matches
-        get = vocab.get
-        with _no_gc():
-            ids = np.array([get(w, 0) for w in corpus_words(texts)], dtype=np.uint64)
-        ends = np.nonzero(ids == vocab[SEP])[0]  # ends[i]: position of the SEP after text i
-        if self.short:
-            self._short_matches(texts, ends, out)
-        if len(ids) < self.n or len(self.hashes) == 0:
-            return out
-        h = _window_hashes(ids, self.n)
-        pos = np.nonzero(_windows_without_zero(ids, self.n))[0]  # windows of benchmark words only
-        pos = pos[self.bitmap[h[pos] & self.mask]]  # cheap pre-check: 1 bit per hash
-        where = np.minimum(np.searchsorted(self.hashes, h[pos]), len(self.hashes) - 1)
-        for p in pos[self.hashes[where] == h[pos]]:  # few: confirm exactly, a hash collision never drops a prompt
-            doc = int(np.searchsorted(ends, p))
-            gram = tuple(int(x) for x in ids[p:p + self.n])
-            found = self.grams.get(gram)
-            if out[doc] is None and found is not None:
-                out[doc] = Match(found[0], found[1], self._text(gram))
+        offset = 0
+        for h, (starts, lengths) in _ngram_hashes(texts, self.n, with_docs=True):
+            count = len(lengths)
+            if self.short:
+                for doc in np.flatnonzero(lengths < self.n):
+                    found = self.short.get(short_key(texts[offset + doc]))
+                    if found is not None:
+                        out[offset + doc] = Match(found[0], found[1], texts[offset + doc])
+            if len(self.hashes):
+                candidate = self.bitmap[h & self.mask]  # cheap pre-check: 1 bit per hash
+                pos = np.flatnonzero(candidate)
+                where = np.minimum(np.searchsorted(self.hashes, h[pos]), len(self.hashes) - 1)
+                docs = np.unique(np.searchsorted(starts, pos[self.hashes[where] == h[pos]], side="right") - 1)
+                for doc in docs:  # few: confirm exactly, so a hash collision never drops a prompt
+                    out[offset + doc] = out[offset + doc] or self._confirm(texts[offset + doc])
+            offset += count
         return out
 
-    def _short_matches(self, texts: Sequence[str], ends: np.ndarray, out: list[Match | None]) -> None:
-        lengths = np.diff(np.concatenate(([-1], ends))) - 1
-        for doc in np.nonzero(lengths < self.n)[0]:
-            found = self.short.get(short_key(texts[doc]))
+    def _confirm(self, text: str) -> Match | None:
+        w = words(text)
+        for i in range(len(w) - self.n + 1):
+            found = self.grams.get(tuple(w[i:i + self.n]))
             if found is not None:
-                out[doc] = Match(found[0], found[1], texts[doc])
+                return Match(found[0], found[1], " ".join(w[i:i + self.n]))
+        return None
 
-    def _text(self, gram: tuple[int, ...]) -> str:
-        return " ".join(self.words_by_id[i] for i in gram)
+
+# Word hashing without a Python call per word: the texts' bytes in one array, a polynomial hash of
+# every prefix (cumulative sum), and each word's hash as the difference of two prefix hashes,
+# shifted back to position 0 by the inverse of the base (odd, so invertible modulo 2^64).
+_BASE = np.uint64(0x100000001B3)
+_BASE_INV = np.uint64(pow(int(_BASE), -1, 2**64))
+
+
+_POWERS: dict[int, np.ndarray] = {}
+
+
+def _powers(base: np.uint64, size: int) -> np.ndarray:
+    """base^0 .. base^(size-1) modulo 2^64, kept for the next chunk (they only depend on the size)."""
+    have = _POWERS.get(int(base))
+    if have is None or len(have) < size:
+        have = np.ones(max(size, 1 << 20), dtype=np.uint64)
+        have[1:] = np.cumprod(np.full(len(have) - 1, base, dtype=np.uint64))
+        _POWERS[int(base)] = have
+    return have[:size]
+
+
+def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(hash of every word of the texts, SEP after each text included; True where the word is SEP)."""
+    joined = "".join(f"{t.replace(SEP, ' ') if SEP in t else t} {SEP} " for t in texts)
+    data = np.frombuffer(joined.lower().translate(_FOLD).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    space = data == 32
+    starts = np.flatnonzero(~space & np.concatenate(([True], space[:-1])))
+    ends = np.flatnonzero(~space & np.concatenate((space[1:], [True])))  # last byte of each word
+    prefix = np.cumsum((data.astype(np.uint64) + np.uint64(1)) * _powers(_BASE, len(data)))
+    before = np.where(starts > 0, prefix[np.maximum(starts - 1, 0)], np.uint64(0))
+    hashes = (prefix[ends] - before) * _powers(_BASE_INV, len(data))[starts]
+    return hashes, data[starts] == 0
+
+
+def _ngram_hashes(texts: Sequence[str], n: int, with_docs: bool = False):
+    """Per chunk of texts: (hashes of the n-grams inside texts, and with `with_docs` (index of each
+    text's first n-gram, each text's length in words))."""
+    for begin in range(0, len(texts), CHUNK):
+        hashes, sep = _word_hashes(texts[begin:begin + CHUNK])
+        ends = np.flatnonzero(sep)
+        lengths = np.diff(np.concatenate(([-1], ends))) - 1
+        inside = _windows_without_zero(~sep, n) if len(hashes) >= n else np.zeros(0, bool)
+        h = _window_hashes(hashes, n)[inside]
+        if not with_docs:
+            yield h, None
+            continue
+        # texts with fewer than n words own no window; count each text's windows to place them
+        counts = np.maximum(lengths - n + 1, 0)
+        yield h, (np.concatenate(([0], np.cumsum(counts)[:-1])), lengths)
 
 
 def reference_decontaminate(n: int, items: Sequence[tuple[str, str, str]], texts: Sequence[str]) -> list[str | None]:
@@ -203,24 +219,27 @@ def _poly_hash(values: list[int], n: int) -> int:
 
 
 def _shingle_hashes(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(shingle hashes of all texts concatenated, start offset of each text's slice). A text shorter
-    than k words is one shingle (its words padded)."""
-    vocab = {SEP: 0}  # SEP is the only 0, so a window holding a 0 crosses a text boundary
-    add = vocab.setdefault
-    with _no_gc():
-        ids = np.array([add(w, len(vocab)) for w in corpus_words(texts, numbers_to_zero=True)], dtype=np.uint64)
-    ends = np.nonzero(ids == 0)[0]
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts
-    counts = np.maximum(lengths - k + 1, 1)
-    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    out = np.empty(int(counts.sum()), dtype=np.uint64)
-    short = np.nonzero(lengths < k)[0]
-    is_short = np.zeros(len(out), dtype=bool)
-    is_short[offsets[short]] = True
-    out[is_short] = [_poly_hash(ids[starts[d]:ends[d]].tolist(), k) for d in short]
-    out[~is_short] = _window_hashes(ids, k)[_windows_without_zero(ids, k)]
-    return out, offsets
+    """(shingle hashes of all texts concatenated, start offset of each text's slice). Numbers are
+    folded to 0 first; a text shorter than k words is one shingle (its words, padded)."""
+    parts, offsets, total = [], [], 0
+    for begin in range(0, len(texts), CHUNK):
+        hashes, sep = _word_hashes([_DIGITS.sub("0", t) for t in texts[begin:begin + CHUNK]])
+        ends = np.flatnonzero(sep)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts
+        counts = np.maximum(lengths - k + 1, 1)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        out = np.empty(int(counts.sum()), dtype=np.uint64)
+        short = np.flatnonzero(lengths < k)
+        is_short = np.zeros(len(out), dtype=bool)
+        is_short[first[short]] = True
+        out[is_short] = [_poly_hash(hashes[starts[d]:ends[d]].tolist(), k) for d in short]
+        if len(hashes) >= k:
+            out[~is_short] = _window_hashes(hashes, k)[_windows_without_zero(~sep, k)]
+        parts.append(out)
+        offsets.append(first + total)
+        total += len(out)
+    return np.concatenate(parts), np.concatenate(offsets)
 
 
 def minhash_signatures(texts: Sequence[str], num_perm: int, k: int, seed: int = 1) -> np.ndarray:

@@ -33,7 +33,7 @@ datasets:
   math:
     domain: math
     sources:
-      - uri: builtin://math?n=200&difficulty=1
+      - uri: builtin://math?n=100&difficulty=1
       - uri: extra.jsonl
         fields: {{prompt: problem, answer: value}}
     filters:
@@ -93,11 +93,11 @@ def test_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
     assert pq.read_schema(out / "prompts.parquet").names == list(SCHEMA["math"])
     records = read_prompts(out / "prompts.parquet")
     funnel = json.loads((out / "funnel.json").read_text())
-    assert funnel["input"] == 203 and funnel["output"] == len(records) > 100
+    assert funnel["input"] == 103 and funnel["output"] == len(records) > 50
     assert [s["filter"] for s in funnel["steps"]] == ["length", "dedup_exact", "decontaminate", "answer_parseable",
                                                     "pass_rate"]
     steps = funnel["steps"]
-    assert steps[0]["records_in"] == 203 and all(a["kept"] == b["records_in"] for a, b in zip(steps, steps[1:]))
+    assert steps[0]["records_in"] == 103 and all(a["kept"] == b["records_in"] for a, b in zip(steps, steps[1:]))
     assert steps[1]["dropped"] >= 1  # the duplicated extra row
     assert any(e["id"] == "extra.jsonl-2" for e in steps[2]["examples"])  # the planted benchmark question
     assert all(r["answer"] != "7" for r in records)  # the tiny model solves every "7" item: pass rate 1 > 0.5
@@ -162,7 +162,7 @@ def test_unreadable_benchmark_names_the_decontaminate_filter(tmp_path):
 def test_edited_job_file_is_refused(tmp_path):
     build = make_build(tmp_path, filters="      - kind: proof\n")
     [job] = job_files(build, "curate")
-    job.write_text(job.read_text().replace("n=200", "n=201"))
+    job.write_text(job.read_text().replace("n=100&", "n=101&"))
     assert "the file was edited after compilation" in error_of(build, job)
 
 
@@ -200,7 +200,7 @@ def test_builtin_quickstart_shaped_job_runs_fast(tmp_path):
     result = run_job(build, "curate", job)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 60
-    assert result.stdout.startswith("curate math: 203 records in, ")
+    assert result.stdout.startswith("curate math: 103 records in, ")
     md = (build / json.loads(job.read_text())["output_dir"] / "funnel.md").read_text()
     assert "# Curation funnel: math (math)" in md and "| 3 | decontaminate |" in md
 
