@@ -31,7 +31,11 @@ def _serve(conn, fn: Callable[[Any], Any], init: Callable[[], None] | None) -> N
     """Worker loop: answer each item of each chunk as soon as it is done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     if init is not None:
-        init()
+        try:
+            init()
+        except Exception:
+            pass  # warming up is best effort
+        conn.send(("ready",))  # item clocks start only now: init may take seconds
     while True:
         try:
             chunk = conn.recv()
@@ -52,6 +56,7 @@ class _Worker:
         self.proc.start()
         child.close()
         self.inflight: deque[tuple[int, Any]] = deque()
+        self.ready = init is None
         self.deadline = float("inf")
         self.hard_timeout = 0.0
 
@@ -101,21 +106,32 @@ class KillPool:
 
     def _feed_idle(self, queue: deque, chunk: int, hard_timeout: float) -> None:
         for w in self.workers:
-            if not w.inflight and queue:
+            if w.ready and not w.inflight and queue:
                 w.send([queue.popleft() for _ in range(min(chunk, len(queue)))], hard_timeout)
 
     def _collect(self, results: list, queue: deque) -> int:
-        """Wait for answers or the earliest deadline; returns how many items finished."""
-        busy = [w for w in self.workers if w.inflight]
-        timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-        ready = wait([w.conn for w in busy], timeout)
+        """Wait for answers, a worker becoming ready, or the earliest deadline; returns how many
+        items finished."""
+        watched = [w for w in self.workers if w.inflight or not w.ready]
+        deadlines = [w.deadline for w in watched if w.inflight]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        ready = wait([w.conn for w in watched], timeout)
         done = 0
-        for w in busy:
-            if w.conn in ready:
+        for w in watched:
+            if w.conn in ready and not w.ready:
+                self._await_ready(w)
+            elif w.conn in ready:
                 done += self._receive(w, results, queue)
             elif time.monotonic() >= w.deadline:
                 done += self._replace(w, results, queue, ("timeout", None))
         return done
+
+    def _await_ready(self, w: _Worker) -> None:
+        try:
+            w.ready = w.conn.recv() == ("ready",)
+        except (EOFError, OSError):  # died while warming up: start another
+            w.kill()
+            self.workers[self.workers.index(w)] = _Worker(self.fn, self.init)
 
     def _receive(self, w: _Worker, results: list, queue: deque) -> int:
         try:

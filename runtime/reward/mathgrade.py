@@ -238,10 +238,27 @@ _POOLS: dict[int, KillPool] = {}
 _POOL_LOCK = threading.Lock()
 
 
+# Answer shapes a new pool worker parses once. math-verify's LaTeX parser (ANTLR) builds its
+# prediction tables lazily, per shape of input: a worker's first "[-8, 0)" or "x^2+1" costs
+# 0.1-0.8 s, the next ones ~1 ms. Paying that at start-up keeps it off graded items.
+WARM_SHAPES = (
+    "7", "-3", "0.25", "\\frac{3}{4}", "\\dfrac{5}{6}", "-\\frac{1}{2}", "2\\sqrt{3}", "\\sqrt[3]{2}", "\\frac{\\sqrt{3}}{2}",
+    "3+2\\sqrt{2}", "\\pi", "4\\pi", "\\frac{\\pi}{4}", "e^{2}", "x^{2}+1", "x+1", "2x-3", "x^2-5x+6", "\\frac{x+1}{x-1}",
+    "(1,2)", "[1,2)", "(-3, 5]", "[-8, 0)", "(-\\infty, 3]", "\\{1, 2, 3\\}", "\\{-4, 7\\}", "x=2", "y = 3x+1", "x \\in [0, 1]",
+    "\\text{Tuesday}", "30^\\circ", "10\\%", "2\\cdot 3", "2\\times 3", "\\left(1, 2\\right)", "\\sin x", "\\log 2",
+    "3i", "1+2i", "\\infty", "a_1", "n!", "\\binom{5}{2}", "(1, 2, 3)", "\\frac{1}{2}\\pi", "2^{1/2}", "1,000",
+    "\\sqrt{2}+\\sqrt{3}", "x<3", "1 < x < 2", "12.5", "-0.75", "\\frac{-7}{3}", "100\\sqrt{2}", "\\frac{1+\\sqrt{5}}{2}",
+)
+
+
 def warm_up() -> None:
-    """Runs once in each new pool worker: the first parse and comparisons in a process build
-    the LaTeX parser and sympy's caches (~0.3 s), which should not land on a graded item."""
+    """Runs once in each new pool worker (see WARM_SHAPES), then forgets what it graded."""
+    from math_verify import parse
+
     flag = _install_flag()
+    for shape in WARM_SHAPES:
+        parse(wrap_reference(shape), parsing_timeout=5)
+        parse(f"\\boxed{{{shape}}}", parsing_timeout=5)
     for answer, reference in (("0.5", "\\frac{1}{2}"), ("\\sqrt{12}", "2\\sqrt{3}"), ("x+1", "[1, 2)"),
                               ("\\{1,2\\}", "\\{2, 1\\}"), ("3+2\\sqrt{2}", "2\\sqrt{3}"), ("x^2", "196")):
         verify_pair((answer, reference, 5))

@@ -175,3 +175,16 @@ def test_a_worker_that_dies_gives_error_for_its_item_only():
 def test_length_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="one reference per response"):
         grade_math(["a"], [])
+
+
+def _slow_init():
+    time.sleep(1.5)
+
+
+def test_a_slow_worker_start_never_counts_against_an_item():
+    pool = KillPool(_stuck_in_c, 1, init=_slow_init)
+    try:
+        assert pool.map(["a", "b"], hard_timeout=0.5) == [("ok", "aa"), ("ok", "bb")]
+        assert pool.map(["stuck", "c"], hard_timeout=0.5, chunk=2) == [("timeout", None), ("ok", "cc")]
+    finally:
+        pool.close()
