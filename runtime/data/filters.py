@@ -98,14 +98,15 @@ _MULTIPART = re.compile(  # lower-case letters: "(A) ... (B)" are answer options
     r"(?<!\w)\((?:a|i)\).*?(?<!\w)\((?:b|ii)\)|^\s*a[.)]\s.*?^\s*b[.)]\s"
     r"|\b[Pp]art\s*\(?(?:a|1|i|I)\)?[\s:.].*?\b[Pp]art\s*\(?(?:b|2|ii|II)\)?[\s:.]"
     r"|^\s*1[.)]\s[^\n]+\n(?:[^\n]*\n)*?\s*2[.)]\s", re.MULTILINE | re.DOTALL)
-_CHOICES = re.compile(
-    r"(?s)\(A\).*?\(B\)|\\textbf\{\s*\(A\)|\bA[.):]\s.*?\bB[.):]\s.*?\bC[.):]\s|answer choices|"
-    r"which of the following|choose the correct|select the correct", re.IGNORECASE)
+_CHOICES = re.compile(  # option letters are capitals: "(a) ... (b)" are parts (multipart)
+    r"(?s)\(A\).*?\(B\)|\\textbf\{\s*\(A\)|\bA[.):]\s.*?\bB[.):]\s.*?\bC[.):]\s"
+    r"|(?i:answer choices|which of the following|choose the correct|select the correct)")
 _TRUE_FALSE = re.compile(r"\btrue or false\b|\btrue/false\b|\byes or no\b|\bT/F\b|\bis (?:it|this|the statement) "
                          r"(?:true|correct)\b|\bdetermine whether the statement", re.IGNORECASE)
 _PROOF = re.compile(r"\b(?:prove|proof|show that|demonstrate that|justify that|verify that)\b", re.IGNORECASE)
-_FIGURE = re.compile(r"\b(?:in|see|from|using|refer to) the (?:figure|diagram|picture|image|graph|illustration)"
-                     r"|\b(?:figure|fig\.|diagram|picture|image)\s*\d|\b(?:shown|pictured|depicted|illustrated) "
+_FIGURE = re.compile(  # not "image" or "graph": "the image of f", "in the graph G" are mathematics
+    r"\b(?:in|see|from|using|refer to) the (?:figure|diagram|picture|illustration)"
+                     r"|\b(?:figure|fig\.|diagram|picture)\s*\d|\b(?:shown|pictured|depicted|illustrated) "
                      r"(?:below|above|in the)|\bthe (?:figure|diagram|picture) (?:below|above|shows)|<img|!\[",
                      re.IGNORECASE)
 _INTERACTIVE = re.compile(r"\binteractive (?:problem|task)\b|\bthis is an interactive\b|\bflush the output\b|"
@@ -113,7 +114,7 @@ _INTERACTIVE = re.compile(r"\binteractive (?:problem|task)\b|\bthis is an intera
 _SPECIAL_JUDGE = re.compile(r"\b(?:print|output) any (?:of them|one of them|valid|such|correct)\b|"
                             r"\bif there are (?:multiple|several|many) (?:possible )?(?:answers|solutions)\b|"
                             r"\bany (?:of them|valid answer|correct answer) (?:will be|is) accepted\b|"
-                            r"\bspecial judge\b|\bchecker\b", re.IGNORECASE)
+                            r"\bspecial judge\b", re.IGNORECASE)  # not "checker": a checker board is fine
 _YES_NO_ANSWERS = {"true", "false", "yes", "no", "t", "f"}
 _LETTER_ANSWER = re.compile(r"^\(?\\?(?:textbf\{)?\(?([A-E])\)?\}?$")
 

@@ -149,7 +149,7 @@ def pass_rate(records, cfg, ctx: Context) -> Verdicts:
     if cfg["max_response_tokens"] is None:
         raise FilterError("max_response_tokens is not set and no stage uses this dataset; set it on the filter")
     results = measure(records, model, k=cfg["k"], temperature=cfg["temperature"], top_p=cfg["top_p"],
-                      max_tokens=cfg["max_response_tokens"], config=ctx.config, seed=ctx.config.get("seed", 0))
+                      max_tokens=cfg["max_response_tokens"], config=ctx.config, seed=ctx.config["seed"])
     annotate(records, results, model)
     return [rate_verdict(m, cfg["min"], cfg["max"], cfg["majority"], cfg["min_response_tokens"]) for m in results]
 

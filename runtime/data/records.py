@@ -47,8 +47,12 @@ class RecordError(ValueError):
 
 def normalise(row: dict[str, Any], domain: str, fields: dict[str, str], source: str, fallback_id: str) -> dict:
     """One source row -> one record. `fields` maps our names to the row's column names."""
-    taken = {theirs: ours for ours, theirs in fields.items()}
-    ours = {taken.get(col, col): value for col, value in row.items()}
+    ours: dict[str, Any] = {}
+    shadowed: dict[str, Any] = {}  # a column named like one of our fields that the mapping fills from elsewhere
+    for col, value in row.items():
+        if col not in fields.values():
+            (shadowed if col in fields else ours)[col] = value
+    ours.update({name: row.get(col) for name, col in fields.items()})
     record: dict[str, Any] = {"source": source, "domain": domain}
     for name in SCHEMA[domain]:
         if name in ("source", "domain", "meta"):
@@ -59,13 +63,27 @@ def normalise(row: dict[str, Any], domain: str, fields: dict[str, str], source: 
     if domain == "math":
         record["answer"] = _answer_text(record["answer"])
     else:
+        record["starter_code"], record["fn_name"] = (None if v in (None, "") else str(v)
+                                                     for v in (record["starter_code"], record["fn_name"]))
         record["tests"] = parse_tests(record["tests"], record["fn_name"])
         record["time_limit_s"] = _float_or_none(record["time_limit_s"], "time_limit_s")
         record["release_date"] = parse_date(record["release_date"])
-    meta = ours.pop("meta", None)
-    record["meta"] = {**(meta if isinstance(meta, dict) else {}),
-                      **{k: _jsonable(v) for k, v in ours.items() if k not in ("domain", "source")}}
+    meta = _meta(ours.pop("meta", None))
+    extra = {**ours, **shadowed}
+    record["meta"] = {**meta, **{k: _jsonable(v) for k, v in extra.items() if k not in ("domain", "source")}}
     return record
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    """A source's own `meta` column: a mapping, or its JSON text (our prompts.parquet as a source)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {"meta": value}
+    if value is None:
+        return {}
+    return {str(k): _jsonable(v) for k, v in value.items()} if isinstance(value, dict) else {"meta": _jsonable(value)}
 
 
 def _answer_text(value: Any) -> str:

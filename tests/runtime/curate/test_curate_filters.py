@@ -60,14 +60,16 @@ CUES = {
                   ["Find f(a) + f(b) if f(x) = x^2, a = 1, b = 2.", "Compute 1.5 + 2.5."]),
     "multiple_choice": (["What is 2 + 2? (A) 3 (B) 4 (C) 5", "Which of the following is prime: 4, 6, 7?",
                          "$\\textbf{(A)}\\ 1 \\qquad \\textbf{(B)}\\ 2$ How many?"],
-                        ["What is 2 + 2?", "Let A be a set with 3 elements. How many subsets does A have?"]),
+                        ["What is 2 + 2?", "Let A be a set with 3 elements. How many subsets does A have?",
+                         "(a) Find x. (b) Find y."]),
     "true_false": (["True or false: 7 is prime.", "Is it true that 2 + 2 = 4?", "Answer yes or no: is 9 odd?"],
                    ["Is 17 the answer to 10 + 7? Give the sum."]),
     "proof": (["Prove that the square root of 2 is irrational.", "Show that n^2 + n is even for every n."],
               ["Find the smallest n with n^2 > 50.", "Approve 3 of 5 requests; how many ways?"]),
     "figure_reference": (["In the figure below, find the area of the triangle.", "As shown in the diagram, AB = 3.",
                           "See Figure 2. What is x?"],
-                         ["Find the area of a triangle with sides 3, 4, 5.", "Figure out 3 + 4."]),
+                         ["Find the area of a triangle with sides 3, 4, 5.", "Figure out 3 + 4.",
+                          "Find the size of the image of f(x) = x^2 on [0, 2].", "In the graph G every vertex has degree 3."]),
 }
 
 
@@ -123,7 +125,7 @@ def test_min_tests_date_cutoff_interactive_special_judge():
     records = [code("Add two numbers.", [{"input": "1 2", "output": "3"}] * 3, 0, release_date="2024-07-31"),
                code("Interactive problem: guess the number. Flush the output.", [{"input": "", "output": ""}], 1,
                     release_date="2024-08-01"),
-               code("Print any valid permutation.", [{"input": "3", "output": "1 2 3"}] * 2, 2),
+               code("Print any valid permutation of a checker board's rows.", [{"input": "3", "output": "1 2 3"}] * 2, 2),
                code("Echo.", [{"input": "a", "output": "a"}] * 2, 3, meta={"interactive": True, "checker": "spj.cpp"})]
     assert kept("min_tests", records, min=2) == [records[i]["prompt"] for i in (0, 2, 3)]
     assert verdicts("min_tests", records, min=2)[1] == "1 test(s) < min 2"
@@ -235,6 +237,18 @@ def test_pass_rate_keeps_items_in_the_band_with_the_hf_engine(seven_model):
     assert hard_for_a_teacher == [None, "pass rate below min 0.125: 0/4", None]
     too_easy = get_filter("pass_rate")(records[:1], {**cfg, "max": 1.0, "majority": True, "min_response_tokens": 100}, ctx())
     assert too_easy[0].startswith("answered in fewer than 100 tokens:")
+
+
+@pytest.mark.slow
+def test_pass_rate_with_the_vllm_engine(seven_model, monkeypatch):
+    pytest.importorskip("vllm")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    config = copy.deepcopy(CONFIG)
+    config["engine"]["engine"] = "vllm"
+    config["engine"]["vllm"]["kv_cache_memory_bytes"] = 64 << 20
+    records = [math("What is 3 + 4?", "7", i=0), math("What is 2 + 2?", "4", i=1)]
+    cfg = pass_rate_cfg(policy={"initial": False, "path": str(seven_model), "revision": None}, max=0.5)
+    assert get_filter("pass_rate")(records, cfg, ctx(config=config)) == ["pass rate above max 0.5: 4/4", None]
 
 
 def test_pass_rate_initial_policy_is_the_model_job_folder(seven_model):

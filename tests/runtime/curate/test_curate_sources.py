@@ -79,6 +79,12 @@ def test_missing_file_and_changed_file(tmp_path):
         read_source(src("d.jsonl", fields=fields, sha256=digest), "math", spec_dir=tmp_path)
 
 
+def test_a_mapped_field_wins_over_a_column_of_the_same_name(tmp_path):
+    write(tmp_path / "d.jsonl", [{"prompt": "q", "answer": "see solution", "final": "12", "meta": {"level": 3}}])
+    [r] = read_source(src("d.jsonl", fields={"answer": "final"}), "math", spec_dir=tmp_path)
+    assert r["answer"] == "12" and r["meta"] == {"level": 3, "answer": "see solution"}
+
+
 def test_numbers_as_answers_become_text(tmp_path):
     write(tmp_path / "d.jsonl", [{"prompt": "a", "answer": 9}, {"prompt": "b", "answer": 2.0}, {"prompt": "c"}])
     assert [r["answer"] for r in read_source(src("d.jsonl"), "math", spec_dir=tmp_path)] == ["9", "2", ""]
@@ -142,6 +148,13 @@ def test_parquet_round_trip_keeps_mixed_domains(tmp_path):
     back = read_prompts(tmp_path / "p.parquet")
     assert back == math_rows + code_rows
     assert not list(tmp_path.glob(".p.parquet.tmp*"))
+
+
+def test_a_curated_prompts_parquet_reads_back_as_a_source(tmp_path):
+    code_rows = read_source(src("builtin://code?n=4"), "code")
+    write_prompts(tmp_path / "p.parquet", code_rows, ["code"])
+    again = read_source(src("p.parquet"), "code", spec_dir=tmp_path)
+    assert [(r["prompt"], r["tests"], r["meta"]) for r in again] == [(r["prompt"], r["tests"], r["meta"]) for r in code_rows]
 
 
 def test_apps_style_call_tests():
