@@ -108,3 +108,36 @@ def test_two_deepspeed_ranks_match_one(tmp_path, tiny_model_dir):
     assert [r["loss"] for r in m2] == pytest.approx([r["loss"] for r in m1], rel=1e-4, abs=1e-6)
     for name in w1:
         assert torch.allclose(w1[name], w2[name], atol=1e-5), name
+
+
+def test_off_policy_minibatches_dynamic_sampling_and_schedules(tmp_path, tiny_model_dir):
+    """The other knobs on a real job: 2 updates per batch over 2 mini-batches (the second pass is
+    off-policy, so the ratio moves and clipping can bind), dynamic sampling, DAPO's soft overlong
+    penalty, an entropy-target temperature and a per-epoch group size."""
+    text = spec_text(tiny_model_dir, steps=4, extra_algorithm=(
+        "updates_per_batch: 2\n  mini_batch_size: 2\n  dynamic_sampling: {enabled: true, max_rounds: 2}\n"
+        "  overlong: {kind: soft_penalty, buffer: 8, factor: 0.5}"))
+    text = text.replace("  temperature: 1.0\n", "  temperature: {kind: entropy_target, target: 0.3, initial: 1.0, min: 0.5, max: 1.5}\n")
+    text = text.replace("n=64&difficulty=1", "n=12&difficulty=1").replace(
+        "group_size: 4}", "group_size: {kind: per_epoch, values: [4, 6]}}")
+    build, job = compile_and_curate(tmp_path, text)
+    out = run_train(build, job)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = metrics(build, job)
+    assert len(rows) == 4
+    assert any(r["ratio_max_dev"] > 0 for r in rows)  # the second update sees a changed policy
+    temps = [r["temperature"] for r in rows]
+    assert temps[0] == 1.0 and len(set(temps)) > 1 and all(0.5 <= t <= 1.5 for t in temps)
+    assert [r["group_size"] for r in rows if r["epoch"] >= 1] and all(
+        r["group_size"] == (4 if r["epoch"] == 0 else 6) for r in rows)
+
+
+def test_health_rule_stops_a_hopeless_run(tmp_path, tiny_model_dir):
+    # a response budget of 1 token can never contain a boxed answer: reward is 0 on every step
+    text = spec_text(tiny_model_dir, steps=5, extra_algorithm="health: {max_zero_reward_steps: 2}")
+    text = text.replace("max_response_tokens: 16", "max_response_tokens: 1")
+    build, job = compile_and_curate(tmp_path, text)
+    out = run_train(build, job)
+    assert out.returncode == 1
+    assert "mean reward was 0 for 2 steps in a row" in out.stderr and "Traceback" not in out.stderr
+    assert not (job_dir(build, job) / "done.json").exists()
