@@ -137,6 +137,25 @@ def _top(level: int) -> int:
     return (10, 20, 50, 100, 500)[level - 1]
 
 
+def m_compare(rng, d):
+    a, b = rng.sample(range(1, 2 * _top(d) + 1), 2)
+    if rng.random() < 0.5:
+        prompt = rng.choice([f"Which is larger, {a} or {b}?", f"What is the larger of {a} and {b}?",
+                             f"Which number is bigger: {a} or {b}?"])
+        return prompt, max(a, b), f"{max(a, b)} > {min(a, b)}", f"max {min(a, b)} {max(a, b)}"
+    prompt = rng.choice([f"Which is smaller, {a} or {b}?", f"What is the smaller of {a} and {b}?"])
+    return prompt, min(a, b), f"{min(a, b)} < {max(a, b)}", f"min {min(a, b)} {max(a, b)}"
+
+
+def m_next(rng, d):
+    a = rng.randint(1, 3 * _top(d))
+    if rng.random() < 0.6:
+        prompt = rng.choice([f"What number comes after {a}?", f"What is {a} plus one?", f"Count on from {a}: next?"])
+        return prompt, a + 1, f"{a} + 1 = {a + 1}", f"next {a}"
+    prompt = rng.choice([f"What number comes before {a}?", f"What is {a} minus one?"])
+    return prompt, a - 1, f"{a} - 1 = {a - 1}", f"prev {a}"
+
+
 def m_add(rng, d):
     a, b = rng.randint(1, _top(d)), rng.randint(1, _top(d))
     name, obj = rng.choice(NAMES), rng.choice(THINGS)
@@ -235,7 +254,7 @@ def m_product_sum(rng, d):
 
 
 MATH_LEVELS: dict[int, tuple[Callable, ...]] = {
-    1: (m_add, m_sub, m_mul),
+    1: (m_compare, m_next, m_add, m_sub, m_mul),  # compare / next: learnable by a tiny model in minutes
     2: (m_two_step, m_equation, m_divide, m_fraction),
     3: (m_linear, m_average, m_percent),
     4: (m_product_sum,),

@@ -54,7 +54,7 @@ def test_varied_enough_that_no_template_dominates(kind):
 def test_difficulty_knob_adds_harder_templates_and_bigger_numbers():
     easy = generate("builtin://math?n=400&difficulty=1")
     hard = generate("builtin://math?n=400&difficulty=4")
-    assert {r["meta"]["template"] for r in easy} == {"m_add", "m_sub", "m_mul"}
+    assert {r["meta"]["template"] for r in easy} == {"m_compare", "m_next", "m_add", "m_sub", "m_mul"}
     assert {"m_linear", "m_product_sum", "m_fraction"} <= {r["meta"]["template"] for r in hard}
     biggest = lambda rs: max(abs(int(r["answer"])) for r in rs if "/" not in r["answer"])  # noqa: E731
     assert biggest(hard) > biggest(easy)
