@@ -12,8 +12,9 @@ returns records in the schema of `records.py`. Kinds of URI:
 Why: one reader for curation, benchmarks and warm-up data, with errors a user can act on: every
 failure names the source and says what to do (which columns exist, how to fill the cache).
 
-How: rows are read as plain dicts, shuffled with the spec seed and cut to `limit` when asked,
-checked against the `fields` mapping once, and normalised one by one.
+How: a shuffle seeded with the spec seed and `limit` pick the rows (for an HF dataset, before its
+rows are converted to dicts); the rows are checked against the `fields` mapping once and
+normalised one by one.
 """
 
 from __future__ import annotations
@@ -40,11 +41,7 @@ def read_source(source: dict[str, Any], domain: str, *, spec_dir: str | Path | N
     """All records of one source block (uri, config, split, revision, fields, limit, shuffle[, sha256]).
     `prompts_only` (benchmark items for decontamination) needs and returns only `id` and `prompt`."""
     uri = source["uri"]
-    rows = _rows(source, spec_dir)
-    if source.get("shuffle"):
-        random.Random(0 if seed is None else seed).shuffle(rows)
-    if source.get("limit"):
-        rows = rows[: source["limit"]]
+    rows = _rows(source, spec_dir, lambda n: _order(n, source, seed))
     fields = source.get("fields") or {}
     if rows and rows[0].get("domain") not in (None, domain):  # a builtin generator of the other domain
         raise SourceError(f"{uri}: gives {rows[0]['domain']} problems, but this dataset's domain is {domain}")
@@ -61,18 +58,32 @@ def read_source(source: dict[str, Any], domain: str, *, spec_dir: str | Path | N
     return out
 
 
-def _rows(source: dict[str, Any], spec_dir: str | Path | None) -> list[dict[str, Any]]:
+def _order(n: int, source: dict[str, Any], seed: int | None) -> list[int] | None:
+    """Which rows to read, in which order: a seeded shuffle, then `limit`; None means all, as stored."""
+    if not source.get("shuffle") and not source.get("limit"):
+        return None
+    order = list(range(n))
+    if source.get("shuffle"):
+        random.Random(0 if seed is None else seed).shuffle(order)
+    return order[: source.get("limit") or n]
+
+
+def _rows(source: dict[str, Any], spec_dir: str | Path | None, order) -> list[dict[str, Any]]:
+    """The source's rows as dicts, picked by `order(n_rows)`."""
     uri = source["uri"]
+    if uri.startswith("hf://"):  # picks before converting: a 900K-row dataset with `limit` stays cheap
+        return _hf_rows(uri[len("hf://"):], source, spec_dir, order)
     if uri.startswith("builtin://"):
         try:
-            return generate(uri)
+            rows = generate(uri)
         except BuiltinError as exc:
             raise SourceError(str(exc)) from None
-    if uri.startswith("hf://"):
-        return _hf_rows(uri[len("hf://"):], source, spec_dir)
-    if "://" in uri:
+    elif "://" in uri:
         raise SourceError(f"{uri}: unknown scheme; use hf://org/name, builtin://math|code or a local file path")
-    return _local_rows(_resolve(uri, spec_dir), source)
+    else:
+        rows = _local_rows(_resolve(uri, spec_dir), source)
+    picked = order(len(rows))
+    return rows if picked is None else [rows[i] for i in picked]
 
 
 def _resolve(path: str, spec_dir: str | Path | None) -> Path:
@@ -178,7 +189,7 @@ READERS = {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet, ".csv": _csv}
 # ----------------------------------------------------------------------------------------------
 
 
-def _hf_rows(name: str, source: dict[str, Any], spec_dir: str | Path | None) -> list[dict[str, Any]]:
+def _hf_rows(name: str, source: dict[str, Any], spec_dir: str | Path | None, order) -> list[dict[str, Any]]:
     import datasets
     from datasets.utils.logging import disable_progress_bar
     disable_progress_bar()
@@ -198,7 +209,8 @@ def _hf_rows(name: str, source: dict[str, Any], spec_dir: str | Path | None) -> 
         raise
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError...)
         raise SourceError(_hf_message(uri, source, exc)) from None
-    return [dict(r) for r in ds]
+    picked = order(len(ds))
+    return (ds if picked is None else ds.select(picked)).to_list()  # one Arrow conversion, not a loop
 
 
 def _hf_message(uri: str, source: dict[str, Any], exc: Exception) -> str:

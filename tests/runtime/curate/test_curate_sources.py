@@ -218,3 +218,14 @@ def test_hf_dataset_neither_cached_nor_reachable_is_a_clear_error(hf_home):
     message = str(err.value)
     assert message.startswith("hf://acme/not-there (config=None, split='test', revision=None): cannot load")
     assert "not in the local HF cache (offline mode is on)" in message
+
+
+def test_hf_shuffle_and_limit_pick_the_same_rows_as_for_a_local_file(tmp_path, hf_home):
+    import datasets
+    rows = [{"prompt": f"q{i}", "answer": str(i)} for i in range(40)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    write(tmp_path / "d.jsonl", rows)
+    pick = {"shuffle": True, "limit": 7}
+    from_hf = read_source(src("hf://saved", **pick), "math", spec_dir=tmp_path, seed=3)
+    from_file = read_source(src("d.jsonl", **pick), "math", spec_dir=tmp_path, seed=3)
+    assert [r["prompt"] for r in from_hf] == [r["prompt"] for r in from_file] != [f"q{i}" for i in range(7)]
