@@ -1,4 +1,5 @@
-"""The value of a small, unambiguous subset of LaTeX arithmetic, or None.
+"""The value of a small, unambiguous subset of LaTeX arithmetic, or None; and whether a LaTeX
+string is a polynomial that is certainly not a constant.
 
 What: ``value(r"2\\sqrt{3}+\\frac{\\pi}{4}")`` -> 4.249...; anything outside the subset -> None.
 Why: most wrong math answers are plain numbers, and proving ``3+2\\sqrt{2} != 2\\sqrt{3}`` with
@@ -9,6 +10,10 @@ How: a recursive-descent parser over: integers and decimals, + - * / ^, ``\\cdot
 parentheses and braces, and implicit multiplication (``2\\sqrt{3}``, ``3\\pi``). Letters (variables,
 ``e``, ``i``), ``\\%``, units, commas and exponents without braces (``2^10``) are refused, since
 math-verify's reading of them is not obvious.
+``nonconstant_polynomial("2x^{2}+1")`` is True only for a plain sum of monomials (integer
+coefficients, single-letter variables other than e and i, integer powers) in which, after like terms
+are collected, some variable survives: sympy collects like terms as it builds the expression, so
+such an answer stays a non-constant expression and can never equal a number.
 """
 
 from __future__ import annotations
@@ -126,3 +131,26 @@ class _Parser:
         if radicand < 0 or degree not in (2.0, 3.0, 4.0, 5.0):
             raise _Refuse("root")
         return radicand ** (1 / degree)
+
+
+_MONOMIAL = re.compile(r"([+-]?)(\d*)((?:[a-df-hj-z](?:\^\{?\d\}?)?)*)")
+_FACTOR = re.compile(r"([a-df-hj-z])(?:\^\{?(\d)\}?)?")
+
+
+def nonconstant_polynomial(latex: str) -> bool:
+    """True when ``latex`` is a sum of monomials that does not collapse to a constant."""
+    text = latex.replace(" ", "")
+    terms: dict[tuple, int] = {}
+    pos = 0
+    while pos < len(text):
+        m = _MONOMIAL.match(text, pos)
+        if not m or m.end() == pos or (pos > 0 and not m.group(1)) or not (m.group(2) or m.group(3)):
+            return False
+        powers: dict[str, int] = {}
+        for var, power in _FACTOR.findall(m.group(3)):
+            powers[var] = powers.get(var, 0) + int(power or 1)
+        key = tuple(sorted(powers.items()))
+        coef = int(m.group(2) or 1) * (-1 if m.group(1) == "-" else 1)
+        terms[key] = terms.get(key, 0) + coef
+        pos = m.end()
+    return any(key and coef for key, coef in terms.items())

@@ -8,8 +8,9 @@ alarm, and when it times out it quietly answers "wrong", which zeroes rewards wi
 How, in three steps:
 1. extract the answer (``extract.math_answer``); no closing think tag or no box -> ``no_answer``;
 2. a cheap exact path decides pairs whose verdict is certain without sympy (both sides plain
-   numbers, integer intervals or integer sets, or the same plain string; "wrong" also when both
-   are LaTeX arithmetic with clearly different values, see ``latexnum``); anything it is unsure
+   numbers, integer intervals or integer sets, or the same plain string; "wrong" also for LaTeX
+   arithmetic with clearly different values and for shapes that can never be equal, such as a
+   number and a non-constant polynomial, see ``_kind`` and ``latexnum``); anything it is unsure
    about falls through, so it never disagrees with math-verify;
 3. the remaining distinct (answer, reference) pairs go to a persistent ``KillPool`` whose workers
    run math-verify on their main thread with its own timeouts; a logging hook tells a timeout
@@ -94,13 +95,22 @@ def _int_set(s: str) -> frozenset[int] | None:
 
 
 def _kind(s: str, number: tuple | None) -> tuple[str, object] | None:
-    """("number" | "interval" | "set", value) for the shapes whose cross-kind verdict is certain.
+    """The shape of an answer when it is one whose comparisons need no sympy:
+    ("value", float) a number, plain or LaTeX arithmetic (see ``latexnum``); ("polynomial", None)
+    a polynomial that is not a constant; ("interval", ...) a proper integer interval;
+    ("set", ...) a set of two or more integers. None otherwise.
 
-    A proper interval is never a number or a finite set, and a set of two or more integers is
-    never a number; a one-element set may equal a number in math-verify, so it is left out.
+    Shapes of different kinds are never equal: a constant is not a non-constant polynomial, a
+    proper interval is no number or finite set, and a set of two or more numbers is no number (a
+    one-element set may equal a number in math-verify, so it is left out).
     """
     if number is not None:
-        return "number", number[0]
+        return "value", float(number[0])
+    value = latexnum.value(s)
+    if value is not None:
+        return "value", value
+    if latexnum.nonconstant_polynomial(s):
+        return "polynomial", None
     interval = _interval(s)
     if interval is not None:
         return "interval", interval
@@ -118,20 +128,23 @@ def exact_verdict(answer: str, reference: str) -> bool | None:
     na, nr = _number(a), _number(r)
     if na is not None and nr is not None:
         return _numbers_verdict(na, nr)
-    ka, kr = _kind(a, na), _kind(r, nr)
-    if ka and kr:
-        return ka[1] == kr[1] if ka[0] == kr[0] else False
     if a == r and _PLAIN.fullmatch(a):
         return True
-    return _values_differ(a, r)
-
-
-def _values_differ(a: str, r: str) -> bool | None:
-    """False (wrong) when both are LaTeX arithmetic with clearly different values, else None."""
-    x, y = latexnum.value(a), latexnum.value(r)
-    if x is None or y is None:
+    ka, kr = _kind(a, na), _kind(r, nr)
+    if ka is None or kr is None:
         return None
-    return False if abs(x - y) > 1e-5 * max(1.0, abs(x), abs(y)) else None
+    if ka[0] != kr[0]:
+        return False
+    if ka[0] in ("interval", "set"):
+        return ka[1] == kr[1]
+    if ka[0] == "value" and _far_apart(ka[1], kr[1]):
+        return False  # 3+2\sqrt{2} is not 2\sqrt{3}; equal values are left to math-verify
+    return None  # two polynomials, or two close values: math-verify decides
+
+
+def _far_apart(x: float, y: float) -> bool:
+    """Different far beyond float error and math-verify's rounding to 6 decimals."""
+    return abs(x - y) > 1e-5 * max(1.0, abs(x), abs(y))
 
 
 # ---------------------------------------------------------- math-verify (pool worker processes)
