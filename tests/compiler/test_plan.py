@@ -145,3 +145,16 @@ def test_compiler_imports_no_heavy_runtime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SPECS.parent)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["spec"] == "quickstart"
+
+
+def test_quickstart_ablations_share_their_prefix():
+    onpolicy = build_plan(check_file(SPECS / "ablations" / "quickstart-onpolicy.yaml").cells)
+    trains = [j for j in onpolicy.jobs.values() if j.kind == "train"]
+    assert len(onpolicy.cells) == 2 and len(trains) == 3 + 1  # math stages once, code stage per cell
+    shared = {j.config["stage"] for j in trains if len(j.cells) == 2}
+    assert shared == {"math-short", "math-long"}
+    # both code-stage jobs start from the one shared math-long checkpoint
+    math_long = next(j for j in trains if j.config["stage"] == "math-long")
+    assert {j.inputs["policy"] for j in trains if j.config["stage"] == "code"} == {math_long.id}
+    length = build_plan(check_file(SPECS / "ablations" / "quickstart-length.yaml").cells)
+    assert sum(1 for j in length.jobs.values() if j.kind == "train") == 1 + 2 + 2
