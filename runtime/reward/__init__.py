@@ -1,8 +1,16 @@
 """Rewards for RL on reasoning models: a timeout-safe math grader and an isolated code sandbox.
 
 ``grade_math(responses, references)`` and ``grade_code(responses, tests)`` each return one
-``Grade`` per response, in input order, using every core by default. See ``mathgrade`` and
-``codegrade`` for how, and ``sandbox`` for the isolation of model-written code.
+``Grade`` per response, in input order, using every core by default::
+
+    from rlspec.runtime.reward import grade_code, grade_math
+    grade_math(["<think>...</think> so $\\boxed{\\frac12}$"], ["0.5"])[0].status        # "correct"
+    grade_code(["</think>```python\\nprint(2 * int(input()))\\n```"], [[{"input": "3", "output": "6"}]])
+
+Modules: ``extract`` (what counts as the answer), ``mathgrade`` (exact path + math-verify in
+``killpool``, a process pool that kills one stuck item), ``latexnum`` (LaTeX arithmetic the exact
+path can evaluate), ``codegrade`` (test formats, comparison), ``sandbox`` and ``sandbox_worker``
+(isolation of model-written code). Benchmarks: ``bench/math_grader.py``, ``bench/sandbox.py``.
 """
 
 from .codegrade import grade_code

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rlspec.runtime.reward import grade_code
+from rlspec.runtime.reward.grade import CODE_STATUSES
 from rlspec.runtime.reward.sandbox import close_all
 
 MARK = "EXPECTED-" + uuid.uuid4().hex[:8]  # an expected output no program can guess
@@ -54,7 +55,7 @@ def run_hostile(code: str, case: dict | None = None, **limits):
     grades = grade_code([py(code), py(BENIGN[0]), py(PROBE[0])], [[case], [BENIGN[1]], [PROBE[1]]], **limits)
     after = len(sandbox_processes())
     hostile, benign, probe = grades
-    assert hostile.status != "pass" and hostile.reward == 0.0, hostile
+    assert hostile.status in CODE_STATUSES and hostile.status != "pass" and hostile.reward == 0.0, hostile
     assert benign.status == "pass", benign
     assert probe.status == "pass", probe  # the hostile program's work dir and files are gone
     assert after <= before, f"{after - before} sandbox processes outlived the call"

@@ -14,6 +14,7 @@ import pytest
 from math_verify import parse, verify
 
 from rlspec.runtime.reward import Grade, grade_math
+from rlspec.runtime.reward.grade import MATH_STATUSES
 from rlspec.runtime.reward.killpool import KillPool
 from rlspec.runtime.reward.mathgrade import _POOLS, exact_verdict, wrap_reference
 
@@ -100,6 +101,7 @@ def test_results_match_math_verify_on_random_traffic():
             responses.append(boxed(rng.choice(FORMS)))
             references.append(gold)
     grades = grade_math(responses, references)
+    assert {g.status for g in grades} <= set(MATH_STATUSES)
     for g, gold in zip(grades, references):
         expected = verify(parse(wrap_reference(gold)), parse(f"\\boxed{{{g.answer}}}"))
         assert (g.status == "correct") == expected, (g, gold)
