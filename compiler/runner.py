@@ -33,9 +33,20 @@ def profile_dir(build: Path, profile: str) -> Path:
     return path.resolve()
 
 
+def check_executor(profile: Path) -> None:
+    """Fail early, with the fix, when a profile needs an executor plugin that is not installed."""
+    import importlib.util
+    text = (profile / "config.yaml").read_text()
+    if re.search(r"^executor:\s*slurm\b", text, re.M) and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        raise SystemExit("rlspec run: the slurm profile needs Snakemake's Slurm executor plugin; "
+                         'install it with: pip install "rlspec[slurm]"')
+
+
 def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: bool, extra: list[str]) -> list[str]:
+    prof = profile_dir(build, profile)
+    check_executor(prof)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(build / "Snakefile"), "--directory", str(build),
-           "--profile", str(profile_dir(build, profile))]
+           "--profile", str(prof)]
     if cores is not None:
         cmd += ["--cores", str(cores)]
     if dry_run:

@@ -114,3 +114,12 @@ def test_every_shipped_spec_checks_plans_and_compiles(spec, tmp_path):
     assert rlspec("check", spec).returncode == 0
     assert rlspec("plan", spec, "--json").returncode == 0
     assert rlspec("compile", spec, "-o", str(tmp_path / "b")).returncode == 0
+
+
+def test_slurm_profile_without_plugin_says_how_to_install(tmp_path):
+    pytest.importorskip("snakemake")
+    import importlib.util
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None:
+        pytest.skip("the Slurm plugin is installed here")
+    out = rlspec("run", "specs/quickstart.yaml", "-o", str(tmp_path / "q"), "--profile", "slurm", "--dry-run")
+    assert out.returncode != 0 and 'pip install "rlspec[slurm]"' in out.stderr
