@@ -98,11 +98,14 @@ def _cpu_limit(seconds):
 
 def _std_streams():
     """Fresh sys.stdin/stdout/stderr over fds 0/1/2 (a previous test may have left buffers)."""
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
+    streams = (
+        io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8"),
+        io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8"),
+        io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True),
+    )
+    sys.stdin, sys.stdout, sys.stderr = streams
     sys.argv = ["solution.py"]
-    return sys.stdout
+    return streams
 
 
 def _call(namespace, name, args):
@@ -123,10 +126,10 @@ def _encode(value):
 
 def _run_one(code, test):
     """Run the program once on fds 0-3; returns the outcome word. Exceptions go to stderr."""
-    stdout = _std_streams()
+    streams = _std_streams()
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
     outcome = "ok"
     try:
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
         exec(code, namespace)
         if test["mode"] == "call":
             args = json.loads(os.pread(0, os.fstat(0).st_size, 0))  # the args travel in the stdin memfd
@@ -139,12 +142,25 @@ def _run_one(code, test):
         import traceback
         traceback.print_exc()
         outcome = "exit:1"
-    for stream in (stdout, sys.stdout, sys.stderr):
+    for stream in (streams[1], sys.stdout, sys.stderr):
         try:
             stream.flush()  # what the interpreter does at exit, for the real and the swapped stdout
         except BaseException:
             pass
+    _forget(namespace, streams)
     return outcome
+
+
+def _forget(namespace, streams):
+    """Free what this test made now, while fds 0-3 are still its own: a file it opened on them
+    (``open(0)``, ``sys.stdout = open(1, "w")``) closes its fd when freed, and freed during the
+    next test it would close that test's stdin or stdout."""
+    try:
+        sys.stdin, sys.stdout, sys.stderr = streams
+        namespace.clear()  # breaks the cycles through the program's functions' globals
+        gc.collect()
+    except BaseException:
+        pass
 
 
 def program_child(sock, code, limits, workdir):

@@ -64,6 +64,16 @@ def test_tests_of_one_program_do_not_share_stdin_or_stdout():
     assert grade_code([py(buffered)], tests)[0].status == "pass"
 
 
+def test_files_a_test_opens_on_stdin_or_stdout_do_not_close_the_next_tests():
+    """`open(0)` / `sys.stdout = open(1, "w")` own fds 0/1: freed late, they would close a later
+    test's stdin or stdout while it runs."""
+    tests = [[{"input": f"{i}\n", "output": str(2 * i)} for i in range(40)]]
+    held = ("import sys\ninput = open(0).readline\nout = open(1, 'w')\ndef f(x):\n    return 2 * x\n"
+            "out.write(str(f(int(input()))))\nout.flush()\ncycle = []\ncycle.append(cycle)")
+    swapped = "import sys\nsys.stdout = open(1, 'w')\nprint(2 * int(open(0).read()))"
+    assert [g.status for g in grade_code([py(held), py(swapped)], tests * 2)] == ["pass", "pass"]
+
+
 def test_stop_at_first_failure_or_run_everything():
     tests = [[{"input": str(i), "output": str(2 * i if i != 1 else -1)} for i in range(4)]]
     stop = grade_code([py("print(2 * int(input()))")], tests)[0]
