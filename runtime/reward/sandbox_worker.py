@@ -19,6 +19,7 @@ thread or leftover process retires the child: this worker is pid 1 of its namesp
 Protocol: each message is a 4-byte big-endian length followed by UTF-8 JSON.
 """
 
+import atexit
 import builtins
 import fcntl
 import gc
@@ -142,6 +143,7 @@ def _run_one(code, test):
         import traceback
         traceback.print_exc()
         outcome = "exit:1"
+    _at_exit()
     for stream in (streams[1], sys.stdout, sys.stderr):
         try:
             stream.flush()  # what the interpreter does at exit, for the real and the swapped stdout
@@ -149,6 +151,15 @@ def _run_one(code, test):
             pass
     _forget(namespace, streams)
     return outcome
+
+
+def _at_exit():
+    """Run the program's atexit handlers, as interpreter exit would (fast-IO templates print there)."""
+    try:
+        atexit._run_exitfuncs()
+        atexit._clear()
+    except BaseException:
+        pass
 
 
 def _forget(namespace, streams):

@@ -74,6 +74,12 @@ def test_files_a_test_opens_on_stdin_or_stdout_do_not_close_the_next_tests():
     assert [g.status for g in grade_code([py(held), py(swapped)], tests * 2)] == ["pass", "pass"]
 
 
+def test_output_written_by_atexit_handlers_counts():
+    code = "import atexit, sys\nout = []\natexit.register(lambda: sys.stdout.write(' '.join(out)))\nout.append(input())"
+    tests = [[{"input": "7", "output": "7"}, {"input": "8", "output": "8"}]]
+    assert grade_code([py(code)], tests)[0].status == "pass"
+
+
 def test_stop_at_first_failure_or_run_everything():
     tests = [[{"input": str(i), "output": str(2 * i if i != 1 else -1)} for i in range(4)]]
     stop = grade_code([py("print(2 * int(input()))")], tests)[0]
