@@ -264,10 +264,15 @@ def date_cutoff(records, cfg, ctx) -> Verdicts:
 # ----------------------------------------------------------------------------------------------
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_SENTENCE_PUNCTUATION = set(".,;:!?\"'`")
+
+
 def normalised_text(value: Any) -> str:
-    """Case, spacing, punctuation and Unicode forms folded: the exact-duplicate key of a field."""
+    """The exact-duplicate key of a field: Unicode forms, case, spacing and sentence punctuation
+    folded, but symbols kept (`3 + 4` and `3 * 4` are different problems)."""
     text = unicodedata.normalize("NFKC", str(value)).casefold()
-    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+    return " ".join(t for t in _TOKEN.findall(text) if t not in _SENTENCE_PUNCTUATION)
 
 
 def dedup_exact(records, cfg, ctx) -> Verdicts:

@@ -108,7 +108,8 @@ def _too_long(engine, prompts: list[str], max_tokens: int):
                           f"max_context={engine.max_model_len}; lower it or raise model.max_context")
     lengths = [len(ids) for ids in engine.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
     for n in lengths:
-        yield f"prompt too long for the rollout: {n} tokens > {limit}" if n > limit or n == 0 else None
+        yield (f"prompt too long for the rollout: {n} tokens > {limit}" if n > limit
+               else "empty prompt: 0 tokens" if n == 0 else None)
 
 
 def _score(record: dict, samples: list, config: dict[str, Any]) -> Measured:

@@ -170,11 +170,11 @@ def test_weak_tests_flag_tests_a_trivial_program_passes():
 
 
 def test_dedup_exact_folds_case_spacing_punctuation_and_checks_each_field():
-    records = [math("What is 2+2?", i=1, url="x/1"), math("what is 2 + 2", i=2, url="x/2"),
+    records = [math("What is 2+2?", i=1, url="x/1"), math("what  is 2 + 2", i=2, url="x/2"),
                math("A new question.", i=3, url="x/1"), math("Another one.", i=4, url=None),
-               math("Another one!", i=5)]
+               math("Another one!", i=5), math("What is 2*2?", i=6)]
     assert verdicts("dedup_exact", records, fields=["prompt"]) == [
-        None, "same prompt as an earlier record: m1", None, None, "same prompt as an earlier record: m4"]
+        None, "same prompt as an earlier record: m1", None, None, "same prompt as an earlier record: m4", None]
     assert verdicts("dedup_exact", records, fields=["prompt", "url"])[2] == "same url as an earlier record: m1"
 
 
