@@ -307,11 +307,9 @@ class DecontaminateFilter(_Filter):
     """More evaluation files (jsonl/json/parquet/csv with a `prompt` field) to decontaminate against."""
 
 
-class PassRateFilter(_Filter):
-    kind: Literal["pass_rate"]
-    policy: str = "initial"
-    """Whose pass rate: `initial` (the spec's starting model), `previous` (the checkpoint before the stage,
-    only in a stage's `filter_before`), or a model id/folder (a teacher, for the agreement filter)."""
+class _PassRate(Model):
+    """Sample k answers per item with a policy, grade them, keep the items whose pass rate is in [min, max]."""
+
     k: Annotated[int, Field(ge=1, le=1024)] = 16
     """Samples per item."""
     min: Fraction01 = 0.0
@@ -322,6 +320,13 @@ class PassRateFilter(_Filter):
     """Response budget for the k samples; default: the stage's (or, in datasets, the first stage's)."""
     temperature: Annotated[float, Field(gt=0.0, le=5.0)] = 0.6
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+
+
+class PassRateFilter(_PassRate):
+    kind: Literal["pass_rate"]
+    policy: str = "initial"
+    """Whose pass rate: `initial` (the spec's starting model), `previous` (the checkpoint before the stage,
+    only in a stage's `filter_before`), or a model id/folder (a teacher, for the agreement filter)."""
     majority: bool = False
     """Also require the majority answer over the k samples to match the reference (math; the paper's
     teacher-agreement filter: a strong model's majority answer over up to 8 tries)."""
@@ -524,19 +529,11 @@ class Rollout(Model):
 # --------------------------------------------------------------------------------------------
 
 
-class StageFilter(Model):
+class StageFilter(_PassRate):
     """A pass-rate filter run on the current policy before a stage (the paper's hard prompts)."""
 
-    k: Annotated[int, Field(ge=1, le=1024)] = 16
-    """Samples per prompt."""
-    min: Fraction01 = 0.0
-    """Keep prompts solved at least this often."""
     max: Fraction01 = 0.375
     """Keep prompts solved at most this often (AceReason: drop > 6/16 = 0.375)."""
-    max_response_tokens: Annotated[int, Field(ge=1)] | None = None
-    """Response budget for the samples; default the stage's."""
-    temperature: Annotated[float, Field(gt=0.0, le=5.0)] = 0.6
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
 
 
 class Stage(Model):
