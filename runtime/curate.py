@@ -78,7 +78,7 @@ def filter_and_write(job: Job, ctx: Context, records: list[dict], sources: list[
     try:
         records, steps = apply_filters(records, filters, ctx)
     except CurateError as exc:
-        output.write_funnel(job.output_dir, funnel_json(ctx.dataset, ctx.domain, sources, exc.steps, 0))
+        output.write_funnel(job.output_dir, funnel_json(ctx.dataset, ctx.domain, sources, exc.steps, 0, str(exc)))
         raise
     funnel = funnel_json(ctx.dataset, ctx.domain, sources, steps, len(records))
     summary = {"kind": job.kind, "id": job.id, "label": job.label, "dataset": ctx.dataset, "input": funnel["input"],

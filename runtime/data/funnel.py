@@ -88,7 +88,7 @@ def _account(step: Step, records: list[dict], verdicts: list[str | None], second
     step.reasons = dict(reasons.most_common())
 
 
-_NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
+_NUMBER = re.compile(r"(?<![\w-])\d+(?:\.\d+)?(?![\w-])")  # not inside dates (2024-08-01) or names (aime24)
 
 
 def _reason_kind(why: str) -> str:
@@ -105,9 +105,11 @@ def _short(text: str) -> str:
     return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "…"
 
 
-def funnel_json(dataset: str, domain: str, sources: list[dict[str, Any]], steps: list[Step], output: int) -> dict:
-    return {"dataset": dataset, "domain": domain, "sources": sources,
-            "input": sum(s["records"] for s in sources), "steps": [asdict(s) for s in steps], "output": output}
+def funnel_json(dataset: str, domain: str, sources: list[dict[str, Any]], steps: list[Step], output: int,
+                error: str | None = None) -> dict:
+    """The funnel document; `error` says why a failed job stopped (its `output` is then 0)."""
+    return {"dataset": dataset, "domain": domain, "sources": sources, "input": sum(s["records"] for s in sources),
+            "steps": [asdict(s) for s in steps], "output": output, "error": error}
 
 
 def funnel_markdown(funnel: dict[str, Any]) -> str:
@@ -118,7 +120,10 @@ def funnel_markdown(funnel: dict[str, Any]) -> str:
     for s in funnel["steps"]:
         lines.append(f"| {s['index']} | {s['filter']} | {s['records_in']} | {s['kept']} | {s['dropped']} | "
                      f"{s['seconds']} | {_top(s['reasons']).replace('|', '/')} |")
-    lines += ["", f"**{funnel['input']} records in, {funnel['output']} out.**", ""]
+    if funnel.get("error"):
+        lines += ["", f"**Stopped: {funnel['error']}**", ""]
+    else:
+        lines += ["", f"**{funnel['input']} records in, {funnel['output']} out.**", ""]
     examples = [(s, e) for s in funnel["steps"] for e in s["examples"]]
     if examples:
         lines += ["## Dropped examples", ""]

@@ -129,6 +129,8 @@ def test_min_tests_date_cutoff_interactive_special_judge():
                code("Echo.", [{"input": "a", "output": "a"}] * 2, 3, meta={"interactive": True, "checker": "spj.cpp"})]
     assert kept("min_tests", records, min=2) == [records[i]["prompt"] for i in (0, 2, 3)]
     assert verdicts("min_tests", records, min=2)[1] == "1 test(s) < min 2"
+    step = apply_filters(records, [{"kind": "date_cutoff", "before": "2024-08-01", "after": None}], ctx("code"))[1][0]
+    assert step.reasons == {"released on or after 2024-08-01": 1, "no release date": 2}
     v = verdicts("date_cutoff", records, before="2024-08-01", after=None)
     assert v == [None, "released on or after 2024-08-01: 2024-08-01", "no release date", "no release date"]
     assert verdicts("date_cutoff", records, before=None, after="2024-08-01")[:2] == [

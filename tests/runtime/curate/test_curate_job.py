@@ -145,6 +145,7 @@ def test_empty_after_filtering_names_dataset_and_filter_and_keeps_the_funnel(tmp
     assert error_of(build, job).startswith("error: dataset 'math', filter 2 (length): no records left (")
     funnel = json.loads((build / json.loads(job.read_text())["output_dir"] / "funnel.json").read_text())
     assert funnel["output"] == 0 and funnel["steps"][-1]["kept"] == 0
+    assert funnel["error"].startswith("dataset 'math', filter 2 (length): no records left")
 
 
 def test_unreadable_benchmark_names_the_decontaminate_filter(tmp_path):
