@@ -51,6 +51,7 @@ def warm_sandbox():
 def run_hostile(code: str, case: dict | None = None, **limits):
     case = case or {"input": "", "output": "42"}
     limits = {"time_limit": 1.0, "memory_mb": 512, "workers": 1, **limits}
+    limits["time_limit"] = [limits["time_limit"], 10.0, 10.0]  # the bystanders get a generous clock
     before = len(sandbox_processes())
     grades = grade_code([py(code), py(BENIGN[0]), py(PROBE[0])], [[case], [BENIGN[1]], [PROBE[1]]], **limits)
     after = len(sandbox_processes())
