@@ -83,6 +83,7 @@ def make_build(tmp_path: Path, seven_model: Path | None = None, filters: str = F
     return compile_spec(spec, tmp_path / "build")
 
 
+@pytest.mark.slow  # two job processes that load torch and a model: ~10 s on a quiet box, 40 s on a busy one
 def test_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
     build = make_build(tmp_path, seven_model)
     [job] = job_files(build, "curate")
