@@ -77,6 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "grid.yaml"
         spec.write_text(SPEC)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         checked = check_file(spec)
         t1 = time.perf_counter()
@@ -87,6 +88,7 @@ def main() -> None:
         build = Path(tmp) / "build"
         write_build(files, build)
         t4 = time.perf_counter()
+        compile_cpu_s = time.process_time() - c0
         (build / "Snakefile.explicit").write_text(explicit_snakefile(build))
         ours_s, ours_jobs = dry_run(build, str(build / "Snakefile"))
         theirs_s, theirs_jobs = dry_run(build, str(build / "Snakefile.explicit"))
@@ -95,7 +97,8 @@ def main() -> None:
         kinds[job.kind] = kinds.get(job.kind, 0) + 1
     compile_s = t4 - t0
     rows = [("validate + expand 1,000 cells", t1 - t0), ("plan (content-addressed jobs)", t2 - t1),
-            ("render", t3 - t2), ("write build folder", t4 - t3), ("compile total (target ≤ 2 s)", compile_s),
+            ("render", t3 - t2), ("write build folder", t4 - t3), ("compile total, wall (target ≤ 2 s)", compile_s),
+            ("compile total, CPU time of this process", compile_cpu_s),
             ("snakemake -n, wildcard rules (ours, target ≤ 30 s)", ours_s),
             ("snakemake -n, one rule per job (peer)", theirs_s)]
     print(f"{len(checked.cells)} cells, {len(plan.jobs)} jobs {kinds}, {len(files)} files; "
@@ -109,6 +112,7 @@ def main() -> None:
               "date": dt.date.today().isoformat(),
               "details": {"cells": len(checked.cells), "jobs": len(plan.jobs), "jobs_by_kind": kinds,
                           "files": len(files), "compile_s": round(compile_s, 3),
+                          "compile_cpu_s": round(compile_cpu_s, 3), "load_average": os.getloadavg(),
                           "compile_target_s": 2.0, "dry_run_target_s": 30.0,
                           "stages_s": {name: round(secs, 3) for name, secs in rows},
                           "dry_run_jobs": {"ours": ours_jobs, "peer": theirs_jobs},

@@ -34,9 +34,12 @@ ID_LENGTH = 16
 DECONTAMINATION_N = {"math": 9, "code": 14}  # the paper's n-gram sizes
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def canonical(data: Any) -> str:
     """Deterministic JSON: sorted keys, no spaces, dates as ISO strings."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(data)
 
 
 def content_hash(data: Any, length: int = ID_LENGTH) -> str:
@@ -92,6 +95,7 @@ class Plan:
     cells: list[CellJobs]
     jobs: dict[str, Job]  # id -> job, in creation order (topological)
     report: Job
+    dumps: list[dict[str, Any]] = field(default_factory=list)  # each cell's resolved spec as JSON data
 
     def by_kind(self, kind: str) -> list[Job]:
         return [j for j in self.jobs.values() if j.kind == kind]
@@ -105,9 +109,10 @@ def build_plan(cells: list[Cell], spec_dir: str | Path | None = None) -> Plan:
     folder); their sha256 enters the job config, so changed data gets a new job id."""
     jobs: dict[str, Job] = {}
     sources = _Sources(Path(spec_dir) if spec_dir is not None else None)
-    cell_jobs = [_cell_jobs(cell, jobs, sources) for cell in cells]
+    dumps = [cell.spec.model_dump(mode="json") for cell in cells]
+    cell_jobs = [_cell_jobs(cell, dump, jobs, sources) for cell, dump in zip(cells, dumps)]
     report = _report_job(cells[0].spec, cell_jobs, jobs)
-    return Plan(spec_name=cells[0].spec.name, cells=cell_jobs, jobs=jobs, report=report)
+    return Plan(spec_name=cells[0].spec.name, cells=cell_jobs, jobs=jobs, report=report, dumps=dumps)
 
 
 def _add(jobs: dict[str, Job], kind: str, label: str, config: dict, inputs: dict, resources: JobResources,
@@ -130,10 +135,10 @@ def _dump(model) -> Any:
     return model.model_dump(mode="json")
 
 
-def _model_common(spec: Spec) -> dict[str, Any]:
-    m = spec.model
-    return {"dtype": m.dtype, "max_context": m.max_context, "prompt": _dump(m.prompt), "answer": _dump(m.answer),
-            "tokenizer": m.tokenizer}
+def _model_common(d: dict[str, Any]) -> dict[str, Any]:
+    m = d["model"]
+    return {"dtype": m["dtype"], "max_context": m["max_context"], "prompt": m["prompt"], "answer": m["answer"],
+            "tokenizer": m["tokenizer"]}
 
 
 class _Sources:
@@ -143,11 +148,11 @@ class _Sources:
         self.spec_dir = spec_dir
         self._hashes: dict[str, str | None] = {}
 
-    def __call__(self, source) -> dict[str, Any]:
-        entry = _dump(source)
-        if is_local_uri(source.uri):
-            entry["sha256"] = self._hash(source.uri)
-        return entry
+    def __call__(self, source: dict[str, Any]) -> dict[str, Any]:
+        """`source` is a Source block as JSON data (a dump); the result is a new dict."""
+        if is_local_uri(source["uri"]):
+            return {**source, "sha256": self._hash(source["uri"])}
+        return source
 
     def _hash(self, uri: str) -> str | None:
         if uri not in self._hashes:
@@ -168,15 +173,18 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _cell_jobs(cell: Cell, jobs: dict[str, Job], sources: _Sources) -> CellJobs:
+def _cell_jobs(cell: Cell, d: dict[str, Any], jobs: dict[str, Job], sources: _Sources) -> CellJobs:
+    """The jobs of one grid cell. `d` is the cell's spec as JSON data, dumped once: configs are built
+    from slices of it (never mutated in place: slices are shared between configs)."""
     spec = cell.spec
     res = spec.resources
+    common = _model_common(d)
     initial: str | None = None
     policy: dict[str, Any]
     if spec.model.from_scratch is not None:
-        scratch = _dump(spec.model.from_scratch)
-        scratch["warmup"]["sources"] = [sources(src) for src in spec.model.from_scratch.warmup.sources]
-        config = {"from_scratch": scratch, "seed": spec.seed, **_model_common(spec)}
+        scratch = d["model"]["from_scratch"]
+        scratch = {**scratch, "warmup": {**scratch["warmup"], "sources": [sources(x) for x in scratch["warmup"]["sources"]]}}
+        config = {"from_scratch": scratch, "seed": spec.seed, **common}
         initial = _add(jobs, "model", "model from_scratch", config, {}, res.model, cell.index)
         policy = {"policy": initial}
     else:
@@ -185,41 +193,40 @@ def _cell_jobs(cell: Cell, jobs: dict[str, Job], sources: _Sources) -> CellJobs:
 
     curate: dict[str, str] = {}
     for name in _used_datasets(spec):
-        config, needs_policy = _curate_config(spec, name, sources)
+        config, needs_policy = _curate_config(spec, d, name, sources)
         inputs = dict(policy) if needs_policy else {}
         curate[name] = _add(jobs, "curate", f"curate {name}", config, inputs, res.curate, cell.index)
 
+    # evaluation samples at the benchmark's own temperature, so the engine block carries none
+    bench_engine = {k: v for k, v in d["rollout"].items() if k != "temperature"}
+
     def bench_jobs(policy_inputs: dict, policy_model: dict | None, after: str) -> dict[str, str]:
         out = {}
-        for bname, bench in spec.benchmarks.items():
-            config = {"benchmark": bname, **_dump(bench.model_copy(update={"reference": []})),
-                      "source": sources(bench.source),
-                      "base_model": policy_model, "seed": 0,
-                      "engine": _dump(spec.rollout), "reward": _dump(spec.reward), **_model_common(spec)}
-            config["engine"].pop("temperature")  # evaluation samples at the benchmark's own temperature
+        for bname, bench in d["benchmarks"].items():
+            config = {"benchmark": bname, **bench, "reference": [], "source": sources(bench["source"]),
+                      "base_model": policy_model, "seed": 0, "engine": bench_engine, "reward": d["reward"], **common}
             out[bname] = _add(jobs, "bench", f"bench {bname} @ {after}", config, policy_inputs, res.bench, cell.index)
         return out
 
     initial_bench = bench_jobs(policy, base_model, "initial") if spec.evaluate_initial else {}
     stages: list[dict[str, Any]] = []
     prev_policy, prev_model = policy, base_model
-    for i, stage in enumerate(spec.stages):
-        data = {"data": [curate[d] for d in stage.datasets]}
+    for i, (stage, sd) in enumerate(zip(spec.stages, d["stages"])):
+        data = {"data": [curate[x] for x in stage.datasets]}
         filter_id = None
         if stage.filter_before is not None:
-            fconfig = {"stage": stage.name, **_dump(stage.filter_before), "base_model": prev_model,
+            fconfig = {"stage": stage.name, **sd["filter_before"], "base_model": prev_model,
                        "max_response_tokens": stage.filter_before.max_response_tokens or stage.max_response_tokens,
-                       "engine": _dump(stage.rollout), "reward": _dump(spec.reward), "seed": spec.seed,
-                       **_model_common(spec)}
+                       "engine": sd["rollout"], "reward": d["reward"], "seed": spec.seed, **common}
             filter_id = _add(jobs, "filter", f"filter before {stage.name}", fconfig, {**prev_policy, **data},
                              res.filter, cell.index, _filter_estimate(spec, stage))
             data = {"data": [filter_id]}
-        stage_fields = _dump(stage)
-        stage_fields.pop("evaluate")  # whether a stage is benchmarked does not change its training
+        # whether a stage is benchmarked does not change its training
+        stage_fields = {k: v for k, v in sd.items() if k != "evaluate"}
         tconfig = {"stage": stage.name, "stage_index": i, **stage_fields, "base_model": prev_model,
-                   "domains": sorted({spec.datasets[d].domain for d in stage.datasets}),
-                   "reward": _dump(spec.reward), "deepspeed": _dump(res.deepspeed), "ranks": train_ranks(spec),
-                   "seed": spec.seed, **_model_common(spec)}
+                   "domains": sorted({spec.datasets[x].domain for x in stage.datasets}),
+                   "reward": d["reward"], "deepspeed": d["resources"]["deepspeed"], "ranks": train_ranks(spec),
+                   "seed": spec.seed, **common}
         train_id = _add(jobs, "train", f"train {stage.name}", tconfig, {**prev_policy, **data}, res.train,
                         cell.index, stage_estimate(spec, stage))
         prev_policy, prev_model = {"policy": train_id}, None
@@ -237,19 +244,20 @@ def _used_datasets(spec: Spec) -> list[str]:
     return seen
 
 
-def _curate_config(spec: Spec, name: str, sources: _Sources) -> tuple[dict[str, Any], bool]:
+def _curate_config(spec: Spec, d: dict[str, Any], name: str, sources: _Sources) -> tuple[dict[str, Any], bool]:
     ds = spec.datasets[name]
+    dd = d["datasets"][name]
     filters = []
     needs_policy = False
     randomised = any(s.shuffle for s in ds.sources)
     first_len = next((s.max_response_tokens for s in spec.stages if name in s.datasets), None)
-    for f in ds.filters:
-        entry = _dump(f)
+    for f, fd in zip(ds.filters, dd["filters"]):
+        entry = dict(fd)
         if isinstance(f, DecontaminateFilter):
             entry["n"] = f.n or DECONTAMINATION_N[ds.domain]
             names = f.benchmarks if f.benchmarks is not None else sorted(
                 b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
-            entry["benchmarks"] = {b: {"source": sources(spec.benchmarks[b].source),
+            entry["benchmarks"] = {b: {"source": sources(d["benchmarks"][b]["source"]),
                                        "domain": spec.benchmarks[b].domain} for b in names}
         if isinstance(f, PassRateFilter):
             entry["max_response_tokens"] = f.max_response_tokens or first_len
@@ -262,9 +270,9 @@ def _curate_config(spec: Spec, name: str, sources: _Sources) -> tuple[dict[str, 
         if getattr(f, "unit", None) == "tokens":
             needs_policy = needs_policy or spec.model.from_scratch is not None
         filters.append(entry)
-    config = {"dataset": name, "domain": ds.domain, "sources": [sources(s) for s in ds.sources], "filters": filters,
-              "max_prompt_tokens": spec.rollout.max_prompt_tokens, "reward": _dump(spec.reward),
-              "engine": _dump(spec.rollout), **_model_common(spec)}
+    config = {"dataset": name, "domain": ds.domain, "sources": [sources(x) for x in dd["sources"]], "filters": filters,
+              "max_prompt_tokens": spec.rollout.max_prompt_tokens, "reward": d["reward"],
+              "engine": d["rollout"], **_model_common(d)}
     if randomised:
         config["seed"] = spec.seed  # only randomised curation depends on the seed, so seed repeats share data
     return config, needs_policy

@@ -49,8 +49,14 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
+# One encoder object: json.dumps builds a new encoder on every call with non-default options, which
+# dominated compile time for 1,000-cell grids.
+_COMPACT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str, separators=(", ", ": "))
+_KEY = json.JSONEncoder(ensure_ascii=False)
+
+
 def _compact(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str, separators=(", ", ": "))
+    return _COMPACT.encode(data)
 
 
 def _json_shallow(data: Any, depth: int = 2, indent: str = "") -> str:
@@ -59,7 +65,7 @@ def _json_shallow(data: Any, depth: int = 2, indent: str = "") -> str:
     if depth == 0 or not isinstance(data, dict) or not data:
         return _compact(data)
     inner = indent + "  "
-    body = ",\n".join(f"{inner}{json.dumps(k, ensure_ascii=False)}: {_json_shallow(v, depth - 1, inner)}"
+    body = ",\n".join(f"{inner}{_KEY.encode(k)}: {_json_shallow(v, depth - 1, inner)}"
                        for k, v in sorted(data.items()))
     return "{\n" + body + "\n" + indent + "}"
 
@@ -115,7 +121,7 @@ def render(checked: Checked, plan: Plan, *, spec_file: str) -> dict[str, str]:
         files[f"envs/{name}.yaml"] = env_tpl.render(
             env={"name": name, "kinds": used_by, "extra": ENV_EXTRAS[name]}, version=ver)
 
-    dumps = [c.spec.model_dump(mode="json") for c in checked.cells]
+    dumps = plan.dumps
     s_hash = spec_hash(dumps)
     files["Snakefile"] = env.get_template("Snakefile.j2").render(
         version=ver, spec_file=Path(spec_file).name, spec_hash=s_hash[:ID_LENGTH], n_cells=len(checked.cells),

@@ -40,12 +40,14 @@ class Model(BaseModel):
         return data
 
 
+_NUMERIC: dict[type, frozenset[str]] = {}
+
+
 def _numeric_fields(cls: type[BaseModel]) -> frozenset[str]:
-    cached = cls.__dict__.get("_numeric_cache")
-    if cached is None:
-        cached = frozenset(name for name, f in cls.model_fields.items() if _is_numeric(f.annotation))
-        setattr(cls, "_numeric_cache", cached)
-    return cached
+    found = _NUMERIC.get(cls)
+    if found is None:
+        found = _NUMERIC[cls] = frozenset(name for name, f in cls.model_fields.items() if _is_numeric(f.annotation))
+    return found
 
 
 def _is_numeric(tp: Any) -> bool:
