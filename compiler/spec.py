@@ -32,7 +32,7 @@ class Model(BaseModel):
     def _no_bool_as_number(cls, data: Any) -> Any:
         # pydantic's lax mode reads `steps: true` as 1; in a spec that is always a typo. Handing the
         # field the word instead makes pydantic reject it at the field's own location.
-        if isinstance(data, dict):
+        if isinstance(data, dict) and any(v is True or v is False for v in data.values()):
             numeric = _numeric_fields(cls)
             bad = {k: str(v).lower() for k, v in data.items() if isinstance(v, bool) and k in numeric}
             if bad:
