@@ -284,8 +284,9 @@ class AnswerParseableFilter(_Filter):
 class DedupExactFilter(_Filter):
     kind: Literal["dedup_exact"]
     fields: Annotated[list[str], Field(min_length=1)] = ["prompt"]
-    """Fields whose normalised text (case, spacing, punctuation folded) forms the duplicate key; code
-    datasets add `url` to dedup by statement and URL."""
+    """Fields compared after normalising text (case, spacing, punctuation folded): an item is a
+    duplicate when ANY listed field matches an earlier item's; code datasets add `url` to dedup by
+    statement and by URL."""
 
 
 class DedupNearFilter(_Filter):
