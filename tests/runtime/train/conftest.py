@@ -77,7 +77,7 @@ def spec_text(model_dir: Path, *, engine: str = "hf", steps: int = 4, extra_algo
           optimizer: {{lr: 1.0e-3, weight_decay: 0.0}}
           micro_batch_size: 4
           checkpoint_every: {every}
-          {extra_algorithm}
+          EXTRA_ALGORITHM
         rollout:
           engine: {engine}
           temperature: 1.0
@@ -89,7 +89,7 @@ def spec_text(model_dir: Path, *, engine: str = "hf", steps: int = 4, extra_algo
         tracking: {{mode: offline}}
         resources:
           train: {{ranks_per_node: {ranks}}}
-        """)
+        """).replace("  EXTRA_ALGORITHM\n", "".join(f"  {line}\n" for line in extra_algorithm.splitlines()))
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

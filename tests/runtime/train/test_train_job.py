@@ -45,8 +45,10 @@ def test_one_stage_trains_every_parameter_strictly_on_policy(tmp_path, tiny_mode
 
 
 def test_kl_loads_a_reference_model(tmp_path, tiny_model_dir):
+    # the entropy bonus moves the policy even if every reward of step 1 is equal (zero advantages)
     build, job = compile_and_curate(tmp_path, spec_text(tiny_model_dir, steps=2,
-                                                        extra_algorithm="kl: {coef: 0.1, estimator: k3}"))
+                                                        extra_algorithm="kl: {coef: 0.1, estimator: k3}\n"
+                                                                        "entropy_coef: 0.05"))
     out = run_train(build, job)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "reference model: loaded" in out.stdout
@@ -115,8 +117,8 @@ def test_off_policy_minibatches_dynamic_sampling_and_schedules(tmp_path, tiny_mo
     off-policy, so the ratio moves and clipping can bind), dynamic sampling, DAPO's soft overlong
     penalty, an entropy-target temperature and a per-epoch group size."""
     text = spec_text(tiny_model_dir, steps=4, extra_algorithm=(
-        "updates_per_batch: 2\n  mini_batch_size: 2\n  dynamic_sampling: {enabled: true, max_rounds: 2}\n"
-        "  overlong: {kind: soft_penalty, buffer: 8, factor: 0.5}"))
+        "updates_per_batch: 2\nmini_batch_size: 2\ndynamic_sampling: {enabled: true, max_rounds: 2}\n"
+        "overlong: {kind: soft_penalty, buffer: 8, factor: 0.5}"))
     text = text.replace("  temperature: 1.0\n", "  temperature: {kind: entropy_target, target: 0.3, initial: 1.0, min: 0.5, max: 1.5}\n")
     text = text.replace("n=64&difficulty=1", "n=12&difficulty=1").replace(
         "group_size: 4}", "group_size: {kind: per_epoch, values: [4, 6]}}")
