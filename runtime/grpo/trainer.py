@@ -307,9 +307,13 @@ class Trainer:
                     if update == 0:
                         acc["loss"] += float(loss.detach())
                     self.ds.backward(loss * self.grad_accum * self.dist.world)
-                    if k == len(chunks) - 1:
+                    last = k == len(chunks) - 1
+                    zero_sharded = self.cfg["deepspeed"]["zero_stage"] >= 2
+                    if last and not zero_sharded:  # full gradients sit on the parameters until the step
                         acc["grad_norm"] = self._grad_norm()
                     self.ds.step()
+                    if last and zero_sharded:  # DeepSpeed computes the norm inside its step
+                        acc["grad_norm"] = self._grad_norm()
         total = distributed.all_reduce_sum([acc[k][i] for k in ("entropy", "kl", "clip", "mad", "lkl") for i in (0, 1)]
                                            + [acc["tokens"], acc["loss"]])
         ent, kl, clip, mad, lkl = [total[2 * i] / max(total[2 * i + 1], 1.0) for i in range(5)]
