@@ -54,12 +54,42 @@ def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: 
     return cmd + list(extra)
 
 
+def hold_build_lock(build: Path):
+    """An exclusive lock on the build folder for as long as this process lives (the kernel drops it
+    when the process dies, SIGKILL included). Returns the open file, or None if another `rlspec run`
+    holds it."""
+    import fcntl
+    build.mkdir(parents=True, exist_ok=True)
+    fh = open(build / ".rlspec-run.lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def clear_stale_snakemake_lock(build: Path, env: dict, console: Console) -> None:
+    """Snakemake's own directory lock survives a killed run and blocks the next one. When we hold
+    the build lock, no other `rlspec run` uses this folder, so a leftover lock is stale."""
+    locks = build / ".snakemake" / "locks"
+    if locks.is_dir() and any(locks.iterdir()):
+        console.print("removing the lock a killed run left behind (snakemake --unlock)")
+        subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(build / "Snakefile"), "--directory",
+                        str(build), "--unlock"], env=env, capture_output=True, check=False)
+
+
 def run_snakemake(build: Path, *, profile: str = "local", cores: int | None = None, dry_run: bool = False,
                   extra: list[str] | None = None, total_jobs: int | None = None, console: Console | None = None) -> int:
     console = console or Console(stderr=True)
     cmd = snakemake_command(build, profile=profile, cores=cores, dry_run=dry_run, extra=extra or [])
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    lock = hold_build_lock(build)
+    if lock is None:
+        console.print(f"[red]another `rlspec run` is using {build}; wait for it or stop it first[/red]")
+        return 1
+    clear_stale_snakemake_lock(build, env, console)
     log_path = build / "logs" / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if dry_run:
