@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,17 +96,3 @@ def parse_args(kind: str, argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job", required=True, help=f"jobs/{kind}/<id>.json from the build folder")
     parser.add_argument("--context", default=None, help="context.json from the build folder (tracking, grid cells)")
     return parser.parse_args(argv)
-
-
-def not_implemented(kind: str, argv: list[str] | None = None) -> int:
-    """The entry point of a job kind whose runtime has not landed yet: the job file is still fully
-    checked (so the compiled DAG is verified end to end), then the job fails loudly."""
-    args = parse_args(kind, argv)
-    try:
-        job = load_job(args.job, kind, args.context)
-    except JobError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"error: {job.label} ({job.id}): the `{kind}` runtime is not implemented in this build of rlspec",
-          file=sys.stderr)
-    return 3

@@ -13,14 +13,9 @@ run. Output: `<output_dir>/model/` (an HF model folder the next stage and benchm
 
 from __future__ import annotations
 
-import math
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from rlspec.runtime.job import JobError, load_job, parse_args, write_json_atomic
+from rlspec.runtime.job import JobError, load_job, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
