@@ -7,6 +7,9 @@ with a reference solution and tests. Parameters, as a URI query:
     difficulty=1   1 (one step, small numbers) .. 5 (several steps, bigger numbers)
     split=train    `train` or `test`
     seed=0         which draw
+    tasks=a,b      only these templates (math: `add`, `chain`, ...; code: `total`, `flip`, ...), whatever
+                   the difficulty, which still sets the numbers' size (and a chain's length)
+    mode=both      code only: `stdin` programs, `call` (a function the tests call) or `both` (half each)
     worked=false   `true` adds `response`: a short worked answer in the policy's format
                    (`<reasoning></think>\\n\\boxed{42}` / `</think>\\n```python ...````) for SFT warm-up.
 
@@ -36,7 +39,8 @@ from fractions import Fraction
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-PARAMS = {"n": 100, "difficulty": 1, "split": "train", "seed": 0, "worked": False}
+PARAMS = {"n": 100, "difficulty": 1, "split": "train", "seed": 0, "worked": False, "tasks": None, "mode": "both"}
+CODE_MODES = ("both", "stdin", "call")
 SPLITS = ("train", "test")
 TEST_SHARE = 5  # one key in five belongs to `test`
 
@@ -56,7 +60,7 @@ def generate(uri: str) -> list[dict[str, Any]]:
             raise BuiltinError(f"{uri!r}: could not draw {params['n']} {params['split']} problems")
         rng = random.Random(f"{kind}:{params['split']}:{params['seed']}:{index}")
         index += 1
-        problem = make(rng, params["difficulty"])
+        problem = make(rng, params["difficulty"], params["tasks"], params["mode"])
         if _split_of(kind, problem["key"]) != params["split"]:
             continue  # this problem belongs to the other split
         out.append(_record(kind, uri, params, len(out), problem))
@@ -76,7 +80,21 @@ def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
     params = dict(PARAMS)
     for name, values in query.items():
         params[name] = _parse_param(uri, name, values[-1])
+    if params["mode"] != "both" and parts.netloc != "code":
+        raise BuiltinError(f"{uri!r}: mode= applies to builtin://code only")
+    if params["tasks"] is not None:
+        known = task_names(parts.netloc)
+        wrong = [t for t in params["tasks"] if t not in known]
+        if wrong or not params["tasks"]:
+            raise BuiltinError(f"{uri!r}: unknown task(s) {wrong}; builtin://{parts.netloc} has {sorted(known)}")
     return parts.netloc, params
+
+
+def task_names(kind: str) -> set[str]:
+    """What `tasks=` may name: math templates (`add`, `chain`, ...) or code tasks (`total`, `flip`, ...)."""
+    if kind == "math":
+        return set(MATH_TEMPLATES)
+    return {t[0] for ts in FAMILIES.values() for t in ts}
 
 
 def _parse_param(uri: str, name: str, raw: str) -> Any:
@@ -84,6 +102,12 @@ def _parse_param(uri: str, name: str, raw: str) -> Any:
         if raw not in SPLITS:
             raise BuiltinError(f"{uri!r}: split={raw!r}; use one of {list(SPLITS)}")
         return raw
+    if name == "mode":
+        if raw not in CODE_MODES:
+            raise BuiltinError(f"{uri!r}: mode={raw!r}; use one of {list(CODE_MODES)}")
+        return raw
+    if name == "tasks":
+        return tuple(sorted({t.strip() for t in raw.split(",") if t.strip()}))
     if name == "worked":
         if raw.lower() not in ("true", "false", "1", "0"):
             raise BuiltinError(f"{uri!r}: worked={raw!r}; use true or false")
@@ -246,6 +270,25 @@ def m_percent(rng, d):
     return prompt, answer, f"{base} * {p} / 100 = {_fmt(answer)}", f"pct {p} {base}"
 
 
+def m_chain(rng, d):
+    """Single-digit additions and subtractions in a row (d to d + 1 of them), every partial result in
+    0..20: each step is a small fact the warm-up teaches, so longer chains test composing them."""
+    value = rng.randint(1, 9)
+    start, steps, parts = value, [], [str(value)]
+    for _ in range(rng.randint(d, d + 1)):
+        x = rng.randint(1, 9)
+        op = rng.choice("+-") if 0 <= value - x and value + x <= 20 else ("-" if value + x > 20 else "+")
+        new = value + x if op == "+" else value - x
+        steps.append(f"{value} {op} {x} = {new}")
+        parts += [op, str(x)]
+        value = new
+    expr = " ".join(parts)
+    words = ", ".join(("add" if op == "+" else "subtract") + f" {x}" for op, x in zip(parts[1::2], parts[2::2]))
+    prompt = rng.choice([f"What is {expr}?", f"Compute {expr}.", f"Evaluate {expr}.",
+                         f"Start at {start}, {words}. Result?"])
+    return prompt, value, ", ".join(steps), f"chain {expr}"
+
+
 def m_product_sum(rng, d):
     a, b, c, e = (rng.randint(2, 3 + 2 * d) for _ in range(4))
     prompt = rng.choice([f"What is {a} * {b} + {c} * {e}?", f"Compute {a} times {b} plus {c} times {e}."])
@@ -259,10 +302,16 @@ MATH_LEVELS: dict[int, tuple[Callable, ...]] = {
     3: (m_linear, m_average, m_percent),
     4: (m_product_sum,),
 }
+# Templates only a `tasks=` query selects (the default mix by difficulty stays as it was).
+EXTRA_MATH = (m_chain,)
+MATH_TEMPLATES = {t.__name__[2:]: t for ts in (*MATH_LEVELS.values(), EXTRA_MATH) for t in ts}
 
 
-def make_math(rng: random.Random, difficulty: int) -> dict[str, Any]:
-    templates = [t for level, ts in MATH_LEVELS.items() if level <= difficulty for t in ts]
+def make_math(rng: random.Random, difficulty: int, tasks: tuple[str, ...] | None = None, mode: str = "both") -> dict[str, Any]:
+    if tasks:
+        templates = [MATH_TEMPLATES[t] for t in tasks]
+    else:
+        templates = [t for level, ts in MATH_LEVELS.items() if level <= difficulty for t in ts]
     template = rng.choice(templates)
     prompt, answer, reasoning, key = template(rng, difficulty)
     answer = _fmt(answer)
@@ -350,8 +399,9 @@ def _show(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def make_code(rng: random.Random, difficulty: int) -> dict[str, Any]:
-    tasks = [(fam, t) for fam, ts in FAMILIES.items() for t in ts if t[1] <= difficulty]
+def make_code(rng: random.Random, difficulty: int, only: tuple[str, ...] | None = None,
+              mode: str = "both") -> dict[str, Any]:
+    tasks = [(fam, t) for fam, ts in FAMILIES.items() for t in ts if (t[0] in only if only else t[1] <= difficulty)]
     family, (name, _, asks, expr) = rng.choice(tasks)
     k, c = rng.randint(2, 5 + difficulty), rng.choice("aeost")
     asks, expr = asks.format(k=k, c=c), expr.format(k=k, c=c)
@@ -365,7 +415,8 @@ def make_code(rng: random.Random, difficulty: int) -> dict[str, Any]:
         if not _weak(cases, values):
             break
     shown = _code_args(rng, family, difficulty, k, c, small=True)
-    build = _stdin_problem if rng.random() < 0.5 else _call_problem
+    build = _stdin_problem if rng.random() < 0.5 else _call_problem  # drawn in every mode: same problems
+    build = {"both": build, "stdin": _stdin_problem, "call": _call_problem}[mode]
     problem = build(rng, family, name, asks, expr, cases, values, (shown, run(shown)))
     problem.update(template=f"{family}.{name}.{problem['mode']}", key=problem["prompt"],
                    response=f"</think>\n```python\n{problem['solution']}\n```")
@@ -404,4 +455,4 @@ def _call_problem(rng, family, name, asks, expr, cases, values, example) -> dict
             "starter_code": signature, "fn_name": fn, "mode": "call"}
 
 
-GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {"math": make_math, "code": make_code}
+GENERATORS: dict[str, Callable[..., dict[str, Any]]] = {"math": make_math, "code": make_code}

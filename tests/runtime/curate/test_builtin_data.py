@@ -82,6 +82,31 @@ def test_reference_programs_pass_their_tests_in_the_sandbox():
     assert modes["stdin"] > 10 and modes["call"] > 10  # both test formats
 
 
+def test_tasks_selects_templates_and_chains_compose_small_facts():
+    records = generate("builtin://math?n=300&difficulty=2&tasks=chain&worked=true")
+    assert {r["meta"]["template"] for r in records} == {"m_chain"}
+    for r in records:
+        steps = r["response"].split("</think>")[0].split(", ")
+        assert 2 <= len(steps) <= 3, r  # difficulty d: d to d + 1 operations
+        for step in steps:  # each step is one single-digit fact and every partial result stays in 0..20
+            a, op, b, _, c = step.split()
+            assert 1 <= int(b) <= 9 and 0 <= int(c) <= 20 and int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        assert steps[-1].split()[-1] == r["answer"]
+    grades = score(records, [r["response"] for r in records], reward=REWARD, answer=ANSWER)
+    assert {g.status for g in grades} == {"correct"}
+    modes = {m: {r["meta"]["template"].rsplit(".", 1)[1] for r in generate(f"builtin://code?n=50&mode={m}")}
+             for m in ("stdin", "call", "both")}
+    assert modes == {"stdin": {"stdin"}, "call": {"call"}, "both": {"stdin", "call"}}
+    mixed = generate("builtin://code?n=200&difficulty=1&tasks=flip,gcd")  # named tasks, whatever their level
+    assert {r["meta"]["template"].split(".")[1] for r in mixed} == {"flip", "gcd"}
+    # the held-out split stays content-disjoint and 9-gram clean with a single template
+    test = generate("builtin://math?n=200&difficulty=2&tasks=chain&split=test")
+    train = generate("builtin://math?n=3000&difficulty=2&tasks=chain")
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    index = NgramIndex(9, [("held", r["id"], r["prompt"]) for r in test])
+    assert sum(m is not None for m in index.first_matches([r["prompt"] for r in train])) == 0
+
+
 def test_without_worked_there_is_no_response():
     assert all("response" not in r for r in generate("builtin://math?n=5"))
 
@@ -92,6 +117,10 @@ def test_without_worked_there_is_no_response():
     ("builtin://math?n=three", "not an integer"),
     ("builtin://math?difficulty=9", "outside [1, 5]"),
     ("builtin://code?split=dev", "use one of ['train', 'test']"),
+    ("builtin://math?tasks=chain,algebra", "unknown task(s) ['algebra']"),
+    ("builtin://code?tasks=chain", "unknown task(s) ['chain']"),
+    ("builtin://code?mode=repl", "use one of ['both', 'stdin', 'call']"),
+    ("builtin://math?mode=call", "applies to builtin://code only"),
 ])
 def test_bad_uris_say_what_is_wrong(uri, message):
     with pytest.raises(BuiltinError, match=re.escape(message)):
