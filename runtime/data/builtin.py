@@ -9,6 +9,9 @@ with a reference solution and tests. Parameters, as a URI query:
     seed=0         which draw
     tasks=a,b      only these templates (math: `add`, `chain`, ...; code: `total`, `flip`, ...), whatever
                    the difficulty, which still sets the numbers' size (and a chain's length)
+    shortcut=0     with `worked`, the share of answers that skip the work, as unfiltered warm-up data
+                   does: math guesses the problem's last number with no steps, code prints (returns)
+                   the example's output; both are wrong, so a verifier-driven policy learns to avoid them
     mode=both      code only: `stdin` programs, `call` (a function the tests call) or `both` (half each)
     worked=false   `true` adds `response`: a short worked answer in the policy's format
                    (`<reasoning></think>\\n\\boxed{42}` / `</think>\\n```python ...````) for SFT warm-up.
@@ -39,7 +42,8 @@ from fractions import Fraction
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-PARAMS = {"n": 100, "difficulty": 1, "split": "train", "seed": 0, "worked": False, "tasks": None, "mode": "both"}
+PARAMS = {"n": 100, "difficulty": 1, "split": "train", "seed": 0, "worked": False, "tasks": None, "mode": "both",
+          "shortcut": 0.0}
 CODE_MODES = ("both", "stdin", "call")
 SPLITS = ("train", "test")
 TEST_SHARE = 5  # one key in five belongs to `test`
@@ -102,6 +106,14 @@ def _parse_param(uri: str, name: str, raw: str) -> Any:
         if raw not in SPLITS:
             raise BuiltinError(f"{uri!r}: split={raw!r}; use one of {list(SPLITS)}")
         return raw
+    if name == "shortcut":
+        try:
+            value = float(raw)
+        except ValueError:
+            raise BuiltinError(f"{uri!r}: shortcut={raw!r} is not a number") from None
+        if not 0.0 <= value <= 1.0:
+            raise BuiltinError(f"{uri!r}: shortcut={value} is outside [0, 1]")
+        return value
     if name == "mode":
         if raw not in CODE_MODES:
             raise BuiltinError(f"{uri!r}: mode={raw!r}; use one of {list(CODE_MODES)}")
@@ -139,7 +151,8 @@ def _record(kind: str, uri: str, params: dict, i: int, problem: dict) -> dict[st
                       time_limit_s=None, release_date=None)
         record["meta"]["solution"] = problem["solution"]
     if params["worked"]:
-        record["response"] = problem["response"]
+        skip = params["shortcut"] and random.Random(f"shortcut:{record['id']}").random() < params["shortcut"]
+        record["response"] = problem["shortcut"] if skip else problem["response"]
     return record
 
 
@@ -316,7 +329,14 @@ def make_math(rng: random.Random, difficulty: int, tasks: tuple[str, ...] | None
     prompt, answer, reasoning, key = template(rng, difficulty)
     answer = _fmt(answer)
     return {"prompt": prompt, "answer": answer, "key": key, "template": template.__name__,
-            "response": f"{reasoning}</think>\n\\boxed{{{answer}}}"}
+            "response": f"{reasoning}</think>\n\\boxed{{{answer}}}", "shortcut": f"</think>\n\\boxed{{{_guess(prompt, answer)}}}"}
+
+
+def _guess(prompt: str, answer: str) -> str:
+    """A step-less guess, as careless warm-up data has: the problem's last number (never the answer)."""
+    numbers = re.findall(r"\d+", prompt)
+    guess = numbers[-1] if numbers else "0"
+    return guess if guess != answer else str(int(guess) + 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,7 +439,8 @@ def make_code(rng: random.Random, difficulty: int, only: tuple[str, ...] | None 
     build = {"both": build, "stdin": _stdin_problem, "call": _call_problem}[mode]
     problem = build(rng, family, name, asks, expr, cases, values, (shown, run(shown)))
     problem.update(template=f"{family}.{name}.{problem['mode']}", key=problem["prompt"],
-                   response=f"</think>\n```python\n{problem['solution']}\n```")
+                   response=f"</think>\n```python\n{problem['solution']}\n```",
+                   shortcut=f"</think>\n```python\n{problem['hardcoded']}\n```")
     return problem
 
 
@@ -430,7 +451,7 @@ def _stdin_problem(rng, family, name, asks, expr, cases, values, example) -> dic
     printed = f"print(*{expr})" if isinstance(example[1], list) else f"print({expr})"
     tests = [{"input": _stdin_text(args) + "\n", "output": _show(v) + "\n"} for args, v in zip(cases, values)]
     return {"prompt": prompt, "tests": tests, "solution": f"{lead}{read}\n{printed}", "starter_code": None,
-            "fn_name": None, "mode": "stdin"}
+            "fn_name": None, "mode": "stdin", "hardcoded": f"print({_show(example[1])!r})"}
 
 
 def _stdin_text(args: tuple) -> str:
@@ -452,7 +473,8 @@ def _call_problem(rng, family, name, asks, expr, cases, values, example) -> dict
     lead = "import math\n\n" if "math." in expr else ""
     tests = [{"fn_name": fn, "args": list(args), "expected": v} for args, v in zip(cases, values)]
     return {"prompt": prompt, "tests": tests, "solution": f"{lead}{signature}\n    return {expr}",
-            "starter_code": signature, "fn_name": fn, "mode": "call"}
+            "starter_code": signature, "fn_name": fn, "mode": "call",
+            "hardcoded": f"{signature}\n    return {example[1]!r}"}
 
 
 GENERATORS: dict[str, Callable[..., dict[str, Any]]] = {"math": make_math, "code": make_code}

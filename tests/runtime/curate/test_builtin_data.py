@@ -107,6 +107,23 @@ def test_tasks_selects_templates_and_chains_compose_small_facts():
     assert sum(m is not None for m in index.first_matches([r["prompt"] for r in train])) == 0
 
 
+def test_shortcut_answers_skip_the_work_and_are_graded_as_such():
+    """`shortcut=` mimics unfiltered warm-up data: some answers skip the work — a guessed number with no
+    steps (math) or the example's output printed (code) — and the graders mark every one wrong.
+    The problems themselves do not change."""
+    full = generate("builtin://math?n=400&difficulty=2&tasks=chain&worked=true")
+    mixed = generate("builtin://math?n=400&difficulty=2&tasks=chain&worked=true&shortcut=0.4")
+    assert [r["prompt"] for r in full] == [r["prompt"] for r in mixed]
+    direct = [r for r in mixed if r["response"].startswith("</think>")]
+    assert 0.3 < len(direct) / len(mixed) < 0.5
+    assert all(re.fullmatch(r"</think>\n\\boxed\{\d+\}", r["response"]) for r in direct)
+    assert {g.status for g in score(direct, [r["response"] for r in direct], reward=REWARD, answer=ANSWER)} == {"wrong"}
+    code = generate("builtin://code?n=80&difficulty=1&worked=true&shortcut=1")
+    grades = score(code, [r["response"] for r in code], reward=REWARD, answer=ANSWER)
+    assert all("input()" not in r["response"] and "xs)" not in r["response"].split("return")[-1] for r in code)
+    assert sum(g.status == "pass" for g in grades) == 0  # hard-coding the example never passes the tests
+
+
 def test_without_worked_there_is_no_response():
     assert all("response" not in r for r in generate("builtin://math?n=5"))
 
@@ -121,6 +138,8 @@ def test_without_worked_there_is_no_response():
     ("builtin://code?tasks=chain", "unknown task(s) ['chain']"),
     ("builtin://code?mode=repl", "use one of ['both', 'stdin', 'call']"),
     ("builtin://math?mode=call", "applies to builtin://code only"),
+    ("builtin://math?shortcut=2", "outside [0, 1]"),
+    ("builtin://math?shortcut=some", "not a number"),
 ])
 def test_bad_uris_say_what_is_wrong(uri, message):
     with pytest.raises(BuiltinError, match=re.escape(message)):
