@@ -55,9 +55,9 @@ def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: 
 
 
 def hold_build_lock(build: Path):
-    """An exclusive lock on the build folder for as long as this process lives (the kernel drops it
-    when the process dies, SIGKILL included). Returns the open file, or None if another `rlspec run`
-    holds it."""
+    """An exclusive lock on the build folder for as long as this process — and any child it passes the
+    descriptor to — lives (the kernel drops it when the last holder dies, SIGKILL included). Returns
+    the open file, or None if another `rlspec run` holds it."""
     import fcntl
     build.mkdir(parents=True, exist_ok=True)
     fh = open(build / ".rlspec-run.lock", "w")
@@ -92,14 +92,19 @@ def run_snakemake(build: Path, *, profile: str = "local", cores: int | None = No
     clear_stale_snakemake_lock(build, env, console)
     log_path = build / "logs" / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Snakemake inherits the lock's descriptor: if this process is stopped alone (SIGTERM, a closed
+    # terminal) while Snakemake and its jobs run on, the folder stays locked until they are gone, and
+    # the next `rlspec run` says so instead of taking Snakemake's live lock for a stale one.
+    keep = (lock.fileno(),)
     if dry_run:
-        return subprocess.call(cmd, env=env)
+        return subprocess.call(cmd, env=env, pass_fds=keep)
     failed_logs: list[str] = []
     with open(log_path, "w", encoding="utf-8") as log, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False) as progress:
         task = progress.add_task("starting", total=total_jobs)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                pass_fds=keep)
         assert proc.stdout is not None
         in_error = False
         for line in proc.stdout:
