@@ -84,6 +84,8 @@ def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
     params = dict(PARAMS)
     for name, values in query.items():
         params[name] = _parse_param(uri, name, values[-1])
+    if params["shortcut"] and not params["worked"]:
+        raise BuiltinError(f"{uri!r}: shortcut= changes worked answers; add worked=true")
     if params["mode"] != "both" and parts.netloc != "code":
         raise BuiltinError(f"{uri!r}: mode= applies to builtin://code only")
     if params["tasks"] is not None:
@@ -320,7 +322,8 @@ EXTRA_MATH = (m_chain,)
 MATH_TEMPLATES = {t.__name__[2:]: t for ts in (*MATH_LEVELS.values(), EXTRA_MATH) for t in ts}
 
 
-def make_math(rng: random.Random, difficulty: int, tasks: tuple[str, ...] | None = None, mode: str = "both") -> dict[str, Any]:
+def make_math(rng: random.Random, difficulty: int, tasks: tuple[str, ...] | None = None,
+              mode: str = "both") -> dict[str, Any]:  # `mode` is code's; every generator takes the same arguments
     if tasks:
         templates = [MATH_TEMPLATES[t] for t in tasks]
     else:

@@ -138,8 +138,9 @@ def test_without_worked_there_is_no_response():
     ("builtin://code?tasks=chain", "unknown task(s) ['chain']"),
     ("builtin://code?mode=repl", "use one of ['both', 'stdin', 'call']"),
     ("builtin://math?mode=call", "applies to builtin://code only"),
-    ("builtin://math?shortcut=2", "outside [0, 1]"),
-    ("builtin://math?shortcut=some", "not a number"),
+    ("builtin://math?shortcut=2&worked=true", "outside [0, 1]"),
+    ("builtin://math?shortcut=0.3", "add worked=true"),
+    ("builtin://math?shortcut=some&worked=true", "not a number"),
 ])
 def test_bad_uris_say_what_is_wrong(uri, message):
     with pytest.raises(BuiltinError, match=re.escape(message)):
