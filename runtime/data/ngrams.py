@@ -25,7 +25,7 @@ table of words (a hash collision can never drop a prompt). Near-dup hashes shing
 numpy, and indexes them in datasketch's `MinHashLSH` (bands and rows chosen by datasketch for the
 threshold); a candidate counts when the signatures agree on at least `threshold` of the
 permutations. The first of a group of near-duplicates is kept.
-`reference_*` are the straightforward implementations `bench/curate.py` compares against.
+`reference_*` are the straightforward implementations `perf/curate.py` compares against.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ re-spaced or re-numbered copies of an earlier prompt.
   prompts in <= 60 s. Both are estimates, so we report the planted copies each finds and how often
   they agree.
 
-    .venv/bin/python bench/curate.py      # prints a table, writes bench/results/curate.json
+    .venv/bin/python perf/curate.py      # prints a table, writes perf/results/curate.json
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ apart, so load drift hits them alike), the ratio of best steps, and the machine 
 is shared; with a load of 7-9 single numbers swing by 2x, so read the three ratios together).
 Configurations that are slow or broken here (TRL with vLLM colocated, TRL with transformers'
 continuous batching) run once, briefly, in the first round, so the JSON records what happened.
-Run: `OMP_NUM_THREADS=1 python bench/train_step.py [--steps 12 --rounds 3]`; prints a table,
-writes bench/results/train_step.json. TRL is a bench-only dependency: `pip install -e .[cpu,bench]`.
+Run: `OMP_NUM_THREADS=1 python perf/train_step.py [--steps 12 --rounds 3]`; prints a table,
+writes perf/results/train_step.json. TRL is a benchmark-only dependency: `pip install -e .[cpu,perf]`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "train_step.json"
+RESULTS = ROOT / "perf" / "results" / "train_step.json"
 PY = sys.executable
 
 

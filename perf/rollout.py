@@ -10,8 +10,8 @@ temperature 1, fixed lengths, per-token log-probs of the sampled tokens) on four
   - our `hf` engine: `Engine.generate` on the same model, same single batch.
 Why: the issue's goals: wrapper overhead <= 5% for each engine, and vLLM vs HF (~1.5x measured
 on this CPU). Ratios are only meaningful within one run, so all paths run here, interleaved.
-How: `python bench/rollout.py [--prompts 64 --n 4 --max-tokens 128 --repeats 8]`; prints a table,
-writes bench/results/rollout.json. Uses a tiny model built locally unless `--model DIR`.
+How: `python perf/rollout.py [--prompts 64 --n 4 --max-tokens 128 --repeats 8]`; prints a table,
+writes perf/results/rollout.json. Uses a tiny model built locally unless `--model DIR`.
 Set OMP_NUM_THREADS yourself (the CPU is shared; the JSON records it and the load average).
 """
 

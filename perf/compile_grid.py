@@ -4,7 +4,7 @@ Targets (issue 2): compile ≤ 2 s, dry run ≤ 30 s on the 2-core machine. The 
 rejected: the same jobs rendered as one explicit Snakemake rule per job (measured on this machine:
 slower DAG building and 25-35x slower --lint). Both dry runs are timed in the same run.
 
-    .venv/bin/python bench/compile_grid.py        # prints a table, writes bench/results/compile_grid.json
+    .venv/bin/python perf/compile_grid.py        # prints a table, writes perf/results/compile_grid.json
 """
 
 from __future__ import annotations

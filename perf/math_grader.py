@@ -9,7 +9,7 @@ Peer: math-verify 0.9 called directly, one pair at a time, in the main thread, t
 function would: ``verify(parse(f"${gold}$"), parse(text after </think>))`` (no tag -> 0).
 Goals (issue 3): >= 20x the peer's throughput; 100% the same verdicts on non-timeout items.
 
-    .venv/bin/python bench/math_grader.py      # prints a table, writes bench/results/math_grader.json
+    .venv/bin/python perf/math_grader.py      # prints a table, writes perf/results/math_grader.json
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Peer: what simple graders (and the issue's "LiveCodeBench style" baseline) do: e
 threads as cores, with no isolation at all. Same interpreter binary, same stop-at-first-failure.
 Goals (issue 3): >= 800 tests/s on 2 cores with full isolation, and >= 7x the peer.
 
-    .venv/bin/python bench/sandbox.py      # prints a table, writes bench/results/sandbox.json
+    .venv/bin/python perf/sandbox.py      # prints a table, writes perf/results/sandbox.json
 """
 
 from __future__ import annotations
