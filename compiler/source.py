@@ -2,7 +2,9 @@
 
 PyYAML's composer keeps a start mark on every node; we build plain Python data from the node tree
 and record, for each path, where its key and its value stand. Validation errors found later are
-mapped back through these tables to `file:line:col`.
+mapped back through these tables to `file:line:col`. YAML merge keys (`<<: *base`, `<<: [*a, *b]`)
+follow YAML 1.1: the map's own keys win, then earlier merged maps; a merged value keeps the location
+of the anchor that wrote it.
 
 `extends: base.yaml` (a path relative to the file, or a list of them, applied left to right) loads
 the base first and deep-merges the child over it: maps merge key by key, lists and scalars are
@@ -72,10 +74,11 @@ def parse_yaml(text: str, file: str) -> Located:
     if node is None:
         return out
     issues: list[Issue] = []
-    constructor = yaml.SafeLoader("")  # pure-Python constructor for scalars and merge keys
+    constructor = yaml.SafeLoader("")  # pure-Python constructor for scalars
     out.data = _build(node, (), file, out, issues, constructor, 0)
     if issues:
-        raise SpecError(issues)
+        # A problem inside an anchored map is met once per alias that merges it: say it once.
+        raise SpecError(list({(i.message, i.loc): i for i in issues}.values()))
     return out
 
 
@@ -85,30 +88,9 @@ def _build(node, path: Path, file: str, out: Located, issues: list[Issue], ctor,
         issues.append(Issue(path, f"nesting deeper than {MAX_DEPTH} levels (a recursive alias?)", out.value_locs[path]))
         return None
     if isinstance(node, yaml.MappingNode):
-        try:
-            ctor.flatten_mapping(node)  # resolves YAML merge keys (<<: *base)
-        except yaml.MarkedYAMLError as exc:
-            issues.append(Issue(path, f"invalid YAML merge key: {exc.problem}", out.value_locs[path]))
-            return {}
         result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key_loc = _mark(key_node.start_mark, file)
-            if not isinstance(key_node, yaml.ScalarNode):
-                issues.append(Issue(path, "a key must be a plain name, not a list or map", key_loc))
-                continue
-            try:
-                key = ctor.construct_object(key_node)
-            except yaml.YAMLError as exc:
-                issues.append(Issue(path, f"cannot read this key: {getattr(exc, 'problem', None) or exc}", key_loc))
-                continue
-            if not isinstance(key, str):
-                key = str(key)  # `1: x` or `true: y` -- keep it; validation will name it
-            if key in result:
-                first = out.key_locs[path + (key,)]
-                issues.append(Issue(path + (key,), f"duplicate key {key!r} (first at line {first.line}); "
-                                    "YAML would silently keep the last one, so remove one of them", key_loc))
-                continue
-            out.key_locs[path + (key,)] = key_loc
+        for key, (key_node, value_node) in _entries(node, path, file, issues, ctor, ()).items():
+            out.key_locs[path + (key,)] = _mark(key_node.start_mark, file)
             result[key] = _build(value_node, path + (key,), file, out, issues, ctor, depth + 1)
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -119,6 +101,78 @@ def _build(node, path: Path, file: str, out: Located, issues: list[Issue], ctor,
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         issues.append(Issue(path, f"cannot read this value: {problem}", out.value_locs[path]))
         return None
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+VALUE_TAG = "tag:yaml.org,2002:value"  # a plain `=` key; PyYAML reads it as the string "="
+
+
+def _entries(node, path: Path, file: str, issues: list[Issue], ctor, merging: tuple) -> dict[str, tuple]:
+    """A mapping's effective (key node, value node) pairs, by key, in PyYAML's order.
+
+    YAML 1.1 merge keys: `<<: *base` copies the keys of `base` that the map does not set itself
+    (explicit keys win, whatever their position); `<<: [*a, *b]` merges several maps, and a key in an
+    earlier one wins over a later one. The nodes are not changed (PyYAML's `flatten_mapping` rewrites
+    them, which breaks a second visit through another alias), so each key keeps the location where
+    its winning value is written. Only the map's own keys can be duplicates.
+    """
+    own: dict[str, tuple] = {}
+    sources: list = []
+    merge_key = None
+    for key_node, value_node in node.value:
+        key_loc = _mark(key_node.start_mark, file)
+        if key_node.tag == MERGE_TAG:
+            if merge_key is not None:
+                issues.append(Issue(path, f"two `<<` merge keys (first at line {merge_key.line}); write one "
+                                    "`<<: [*a, *b]` (earlier maps win)", key_loc))
+                continue
+            merge_key = key_loc
+            sources = _merge_sources(value_node, path, file, issues)
+            continue
+        key = _key(key_node, path, key_loc, issues, ctor)
+        if key is None:
+            continue
+        if key in own:
+            first = _mark(own[key][0].start_mark, file)
+            issues.append(Issue(path + (key,), f"duplicate key {key!r} (first at line {first.line}); "
+                                "YAML would silently keep the last one, so remove one of them", key_loc))
+            continue
+        own[key] = (key_node, value_node)
+    merged: dict[str, tuple] = {}
+    for source in sources:
+        if any(source is m for m in (*merging, node)):
+            issues.append(Issue(path, "this map merges itself (`<<: *x` inside the map anchored as `x`); "
+                                "merge another anchor", _mark(source.start_mark, file)))
+            continue
+        for key, pair in _entries(source, path, file, issues, ctor, (*merging, node)).items():
+            merged.setdefault(key, pair)  # an earlier map in `<<: [*a, *b]` wins
+    return {**{k: own.get(k, pair) for k, pair in merged.items()}, **own}
+
+
+def _merge_sources(value_node, path: Path, file: str, issues: list[Issue]) -> list:
+    """The maps a `<<` key merges: one map, or a list of maps."""
+    items = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+    bad = [n for n in items if not isinstance(n, yaml.MappingNode)]
+    if bad:
+        issues.append(Issue(path, f"invalid YAML merge key: `<<` takes a map (`<<: *defaults`) or a list of maps "
+                            f"(`<<: [*a, *b]`), not a {bad[0].id}", _mark(bad[0].start_mark, file)))
+        return []
+    return items
+
+
+def _key(key_node, path: Path, key_loc: Loc, issues: list[Issue], ctor) -> str | None:
+    """A map key as text; None (with an issue) when it is a list, a map or unreadable."""
+    if not isinstance(key_node, yaml.ScalarNode):
+        issues.append(Issue(path, "a key must be a plain name, not a list or map", key_loc))
+        return None
+    if key_node.tag == VALUE_TAG:
+        return key_node.value
+    try:
+        key = ctor.construct_object(key_node)
+    except yaml.YAMLError as exc:
+        issues.append(Issue(path, f"cannot read this key: {getattr(exc, 'problem', None) or exc}", key_loc))
+        return None
+    return key if isinstance(key, str) else str(key)  # `1: x` or `true: y` -- keep it; validation will name it
 
 
 def deep_merge(base: Any, over: Any) -> Any:

@@ -2,19 +2,9 @@
 
 What: `generate(uri) -> list[dict]` returns records in the normalised schema (see `records.py`):
 math word problems with exact answers, and small stdin/stdout or function-call programming problems
-with a reference solution and tests. Parameters, as a URI query:
-    n=100          how many records
-    difficulty=1   1 (one step, small numbers) .. 5 (several steps, bigger numbers)
-    split=train    `train` or `test`
-    seed=0         which draw
-    tasks=a,b      only these templates (math: `add`, `chain`, ...; code: `total`, `flip`, ...), whatever
-                   the difficulty, which still sets the numbers' size (and a chain's length)
-    shortcut=0     with `worked`, the share of answers that skip the work, as unfiltered warm-up data
-                   does: math guesses the problem's last number with no steps, code prints (returns)
-                   the example's output; both are wrong, so a verifier-driven policy learns to avoid them
-    mode=both      code only: `stdin` programs, `call` (a function the tests call) or `both` (half each)
-    worked=false   `true` adds `response`: a short worked answer in the policy's format
-                   (`<reasoning></think>\\n\\boxed{42}` / `</think>\\n```python ...````) for SFT warm-up.
+with a reference solution and tests. The URI's parameters (`n`, `difficulty`, `split`, `seed`,
+`tasks`, `shortcut`, `mode`, `worked`) are parsed and validated by `rlspec.compiler.builtin_params.parse_uri`, which
+`rlspec check` also uses; their meaning is documented there.
 
 Why: the quickstart, the tests and CI must run with no network, and a tiny (~0.3 M parameter)
 model must be able to learn from the data on a CPU in minutes: short prompts (a few dozen tokens),
@@ -40,17 +30,12 @@ import random
 import re
 from fractions import Fraction
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
-PARAMS = {"n": 100, "difficulty": 1, "split": "train", "seed": 0, "worked": False, "tasks": None, "mode": "both",
-          "shortcut": 0.0}
-CODE_MODES = ("both", "stdin", "call")
-SPLITS = ("train", "test")
+from rlspec.compiler.builtin_params import BuiltinError, parse_uri
+
+__all__ = ["BuiltinError", "generate", "parse_uri", "task_names"]
+
 TEST_SHARE = 5  # one key in five belongs to `test`
-
-
-class BuiltinError(ValueError):
-    """A malformed `builtin://` URI; the message names the parameter and the valid choices."""
 
 
 def generate(uri: str) -> list[dict[str, Any]]:
@@ -61,7 +46,7 @@ def generate(uri: str) -> list[dict[str, Any]]:
     index = 0
     while len(out) < params["n"]:
         if index > 50 * params["n"] + 1000:  # each draw lands in either split with probability >= 1/5
-            raise BuiltinError(f"{uri!r}: could not draw {params['n']} {params['split']} problems")
+            raise BuiltinError(uri, f"could not draw {params['n']} {params['split']} problems")
         rng = random.Random(f"{kind}:{params['split']}:{params['seed']}:{index}")
         index += 1
         problem = make(rng, params["difficulty"], params["tasks"], params["mode"])
@@ -71,70 +56,12 @@ def generate(uri: str) -> list[dict[str, Any]]:
     return out
 
 
-def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
-    """(`math` | `code`, parameters with defaults filled in); raises BuiltinError on anything odd."""
-    parts = urlsplit(uri)
-    if parts.scheme != "builtin" or parts.netloc not in GENERATORS or parts.path not in ("", "/"):
-        raise BuiltinError(f"{uri!r}: unknown builtin generator; use one of "
-                           + ", ".join(f"builtin://{k}" for k in GENERATORS))
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - set(PARAMS))
-    if unknown:
-        raise BuiltinError(f"{uri!r}: unknown parameter(s) {unknown}; valid: {sorted(PARAMS)}")
-    params = dict(PARAMS)
-    for name, values in query.items():
-        params[name] = _parse_param(uri, name, values[-1])
-    if params["shortcut"] and not params["worked"]:
-        raise BuiltinError(f"{uri!r}: shortcut= changes worked answers; add worked=true")
-    if params["mode"] != "both" and parts.netloc != "code":
-        raise BuiltinError(f"{uri!r}: mode= applies to builtin://code only")
-    if params["tasks"] is not None:
-        known = task_names(parts.netloc)
-        wrong = [t for t in params["tasks"] if t not in known]
-        if wrong or not params["tasks"]:
-            raise BuiltinError(f"{uri!r}: unknown task(s) {wrong}; builtin://{parts.netloc} has {sorted(known)}")
-    return parts.netloc, params
-
-
 def task_names(kind: str) -> set[str]:
-    """What `tasks=` may name: math templates (`add`, `chain`, ...) or code tasks (`total`, `flip`, ...)."""
+    """The templates the generator has (math: `add`, `chain`, ...; code: `total`, `flip`, ...); a test
+    checks they are the names `builtin_params.TASKS` accepts."""
     if kind == "math":
         return set(MATH_TEMPLATES)
     return {t[0] for ts in FAMILIES.values() for t in ts}
-
-
-def _parse_param(uri: str, name: str, raw: str) -> Any:
-    if name == "split":
-        if raw not in SPLITS:
-            raise BuiltinError(f"{uri!r}: split={raw!r}; use one of {list(SPLITS)}")
-        return raw
-    if name == "shortcut":
-        try:
-            value = float(raw)
-        except ValueError:
-            raise BuiltinError(f"{uri!r}: shortcut={raw!r} is not a number") from None
-        if not 0.0 <= value <= 1.0:
-            raise BuiltinError(f"{uri!r}: shortcut={value} is outside [0, 1]")
-        return value
-    if name == "mode":
-        if raw not in CODE_MODES:
-            raise BuiltinError(f"{uri!r}: mode={raw!r}; use one of {list(CODE_MODES)}")
-        return raw
-    if name == "tasks":
-        return tuple(sorted({t.strip() for t in raw.split(",") if t.strip()}))
-    if name == "worked":
-        if raw.lower() not in ("true", "false", "1", "0"):
-            raise BuiltinError(f"{uri!r}: worked={raw!r}; use true or false")
-        return raw.lower() in ("true", "1")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BuiltinError(f"{uri!r}: {name}={raw!r} is not an integer") from None
-    low = {"n": 1, "difficulty": 1, "seed": 0}[name]
-    high = {"n": 10_000_000, "difficulty": 5, "seed": 2**62}[name]
-    if not low <= value <= high:
-        raise BuiltinError(f"{uri!r}: {name}={value} is outside [{low}, {high}]")
-    return value
 
 
 def _split_of(kind: str, key: str) -> str:

@@ -80,3 +80,16 @@ def test_stage_override_equals_top_level_when_single_stage(write_spec):
     ta = [j for j in build_plan(check_file(a).cells).jobs.values() if j.kind == "train"]
     tb = [j for j in build_plan(check_file(b).cells).jobs.values() if j.kind == "train"]
     assert [j.id for j in ta] == [j.id for j in tb]
+
+
+def test_merge_keys_equal_spelled_out_spec(write_spec):
+    """Anchor reuse through `x-` keys and `<<:` merges (with an override) is the same experiment as
+    writing every value out."""
+    anchored = MINI.replace("name: mini\n", "name: mini\nx-stage: &stage {datasets: [math], steps: 10, "
+                            "prompts_per_step: 8, group_size: 4, max_response_tokens: 1024}\n")
+    anchored = anchored[: anchored.index("stages:\n")] + (
+        "stages:\n  - {<<: *stage, name: s1}\n  - {<<: *stage, name: s2, max_response_tokens: 2048}\n")
+    a = write_spec(anchored, "a/spec.yaml")
+    b = write_spec(MINI, "b/spec.yaml")
+    assert check_file(a).cells[0].spec == check_file(b).cells[0].spec
+    assert compiled(a) == compiled(b)

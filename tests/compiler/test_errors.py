@@ -57,7 +57,8 @@ def test_wrong_type(write_spec, capsys):
     path = write_spec(text)
     rc, err = check(path, capsys)
     assert rc == 1
-    expect(err, path, line_of(text, "steps: ten"), "stages[0].steps", "valid integer", '"ten"')
+    expect(err, path, line_of(text, "steps: ten"), "stages[0].steps", "expected a whole number ≥ 1",
+           "(Optimiser steps", "got the text 'ten'")
 
 
 def test_unknown_key_suggests(write_spec, capsys):
@@ -172,7 +173,7 @@ def test_grid_value_wrong_type_points_at_value(write_spec, capsys):
     path = write_spec(text)
     rc, err = check(path, capsys)
     assert rc == 1
-    expect(err, path, line_of(text, "- lots"), "stages[1].steps", "valid integer")
+    expect(err, path, line_of(text, "- lots"), "stages[1].steps", "expected a whole number", "got the text 'lots'")
 
 
 def test_grid_zip_unequal(write_spec, capsys):
@@ -199,7 +200,7 @@ def test_batch_not_divisible_by_ranks(write_spec, capsys):
     rc, err = check(path, capsys)
     assert rc == 1
     expect(err, path, line_of(text, "prompts_per_step: 3"), "stages[0].prompts_per_step",
-           "3 × 4 = 12 responses is not divisible by the 8 training ranks")
+           "prompts_per_step 3 is not divisible by the 8 training ranks", "so 5 ranks would sit idle")
 
 
 def test_lengths_exceed_context(write_spec, capsys):
@@ -285,3 +286,18 @@ def test_numbers_validate(write_spec, capsys, value):
     rc, err = check(path, capsys)
     assert rc == 1
     expect(err, path, line_of(text, f"prompts_per_step: {value}"), "stages[0].prompts_per_step")
+
+
+@pytest.mark.parametrize("old,new,dotted,not_also", [
+    ("    steps: 10\n", "    steps: 0\n", "stages[0].steps", "set exactly one of `steps`"),
+    ("  path: org/model\n", "  path: 3\n", "model.path", "set exactly one of `path`"),
+])
+def test_failed_key_is_not_reported_again_as_missing(write_spec, capsys, old, new, dotted, not_also):
+    """The cross-field rules still run on a spec with bad values (the bad keys dropped); a rule that
+    then only sees the dropped key's default must not add a second, wrong message."""
+    text = MINI.replace(old, new, 1)
+    path = write_spec(text)
+    rc, err = check(path, capsys)
+    assert rc == 1
+    expect(err, path, line_of(text, new.strip()), dotted, "expected")
+    assert not_also not in err, err

@@ -3,7 +3,7 @@ the project's own SpecError (a located, readable error), never a traceback.
 
 Two mutators: text-level (delete, duplicate or corrupt lines, YAML syntax noise) and data-level
 (replace, delete, rename or add a key anywhere in the tree, with values of any type). A spec that
-still validates must also plan and render.
+still validates must also plan and render; a message never shows pydantic's own wording.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def run_compiler(path) -> None:
         assert exc.issues, "a SpecError must carry at least one issue"
         for line in exc.render().splitlines():
             assert LINE.match(line), f"not a located error line: {line!r}"
+            assert "Input should" not in line, f"pydantic's bare wording reached the user: {line!r}"
         return
     plan = build_plan(checked.cells, path.parent)
     render(checked, plan, spec_file=str(path))
