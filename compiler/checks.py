@@ -7,11 +7,16 @@ the spec's location table). Messages say what is wrong, why it breaks, and what 
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from .errors import Issue
-from .spec import (FILTER_DOMAINS, ConstantGroupSize, DecontaminateFilter, EntropyTargetTemperature,
-                   PassRateFilter, Spec, Stage)
+from .builtin_params import BuiltinError, parse_uri
+
+from .errors import Issue, Path, dotted_path
+from .spec import (FILTER_DOMAINS, DecontaminateFilter, EntropyTargetTemperature,
+                   PassRateFilter, Source, Spec, Stage)
 
 Rule = Callable[[Spec], Iterator[Issue]]
 RULES: list[Rule] = []
@@ -27,8 +32,7 @@ def run(spec: Spec) -> list[Issue]:
 
 
 def group_sizes(stage: Stage) -> list[int]:
-    g = stage.group_size
-    return [g.value] if isinstance(g, ConstantGroupSize) else list(g.values)
+    return stage.group_size.all()
 
 
 def train_ranks(spec: Spec) -> int:
@@ -41,6 +45,19 @@ def warn(path, message) -> Issue:
     return Issue(tuple(path), message, severity="warning")
 
 
+def source_places(spec: Spec) -> list[tuple[Path, Source]]:
+    """Every data source in the spec, with its path: datasets, benchmarks and the warm-up corpus."""
+    places: list[tuple[Path, Source]] = []
+    for name, ds in spec.datasets.items():
+        places += [(("datasets", name, "sources", i), s) for i, s in enumerate(ds.sources)]
+    for name, b in spec.benchmarks.items():
+        places.append((("benchmarks", name, "source"), b.source))
+    if spec.model.from_scratch is not None:
+        places += [(("model", "from_scratch", "warmup", "sources", i), s)
+                   for i, s in enumerate(spec.model.from_scratch.warmup.sources)]
+    return places
+
+
 # ------------------------------------------------------------------------------------------
 
 
@@ -50,6 +67,10 @@ def model_source(spec: Spec):
     if (m.path is None) == (m.from_scratch is None):
         yield Issue(("model",), "set exactly one of `path` (a hub id or local folder) and `from_scratch` "
                     "(a tiny model built locally); the starting policy must be unambiguous")
+    if m.from_scratch is not None and m.tokenizer is not None:
+        yield Issue(("model", "tokenizer"), "a from-scratch model trains its own tokenizer on the warm-up corpus "
+                    "(`from_scratch.tokenizer`), so another tokenizer would not match its embeddings; remove "
+                    "`model.tokenizer`")
 
 
 @rule
@@ -101,16 +122,31 @@ def group_size_at_least_two(spec: Spec):
 
 
 @rule
-def batch_divisible_by_ranks(spec: Spec):
+def prompts_divisible_by_ranks(spec: Spec):
+    """The trainer gives each rank an equal share of a step's prompts (every rank samples and trains
+    whole groups), and each optimiser step an equal share of a mini-batch."""
     ranks = train_ranks(spec)
+    if ranks == 1:
+        return
     for i, stage in enumerate(spec.stages):
-        for g in sorted(set(group_sizes(stage))):
-            total = stage.prompts_per_step * g
-            if total % ranks:
-                yield Issue(("stages", i, "prompts_per_step"), f"prompts_per_step × group_size = "
-                            f"{stage.prompts_per_step} × {g} = {total} responses is not divisible by the {ranks} "
-                            "training ranks (resources.train), so ranks would get unequal batches; change "
-                            "prompts_per_step or the number of ranks")
+        p = stage.prompts_per_step
+        if p % ranks:
+            idle = f", so {ranks - p} ranks would sit idle" if p < ranks else ", so ranks would train unequal batches"
+            yield Issue(("stages", i, "prompts_per_step"), f"prompts_per_step {p} is not divisible by the {ranks} "
+                        f"training ranks (resources.train): the trainer splits a step's prompts across ranks{idle}; "
+                        f"set prompts_per_step to a multiple of {ranks} (e.g. {_multiple(p, ranks)}) or use fewer "
+                        "ranks")
+        mb = stage.algorithm.mini_batch_size
+        if mb is not None and mb % ranks:
+            yield Issue(("stages", i, "algorithm", "mini_batch_size"), f"mini_batch_size {mb} is not divisible by "
+                        f"the {ranks} training ranks: each optimiser step takes {mb} prompts split across the ranks, "
+                        f"so they would step on unequal shares; set a multiple of {ranks} (e.g. "
+                        f"{_multiple(mb, ranks)}) or null (one step per batch)")
+
+
+def _multiple(n: int, of: int) -> int:
+    """The nearest multiple of `of` at or above n."""
+    return -(-n // of) * of
 
 
 @rule
@@ -248,10 +284,45 @@ def benchmark_metrics(spec: Spec):
 
 @rule
 def deepspeed_offload(spec: Spec):
+    """Shape rules only: the trainer honours both offloads (torch AdamW on host memory)."""
     ds = spec.resources.deepspeed
     if ds.offload_params and ds.zero_stage != 3:
         yield Issue(("resources", "deepspeed", "offload_params"), f"parameter offload needs ZeRO stage 3 "
-                    f"(zero_stage is {ds.zero_stage}); set zero_stage: 3 or offload_params: false")
+                    f"(zero_stage is {ds.zero_stage}): only stage 3 partitions the parameters it would move to "
+                    "the CPU; set zero_stage: 3 or offload_params: false")
+    if ds.offload_optimizer and ds.zero_stage == 0:
+        yield Issue(("resources", "deepspeed", "offload_optimizer"), "optimizer offload needs ZeRO (stage 1, 2 "
+                    "or 3): at stage 0 DeepSpeed keeps the optimizer on the GPU and ignores the setting; set "
+                    "zero_stage: 2 or offload_optimizer: false")
+
+
+@rule
+def builtin_uris(spec: Spec):
+    """`builtin://` parameters, checked by the generator's own parser (`builtin_params.parse_uri`),
+    wherever data is read: sources, and decontamination's extra files (read like sources)."""
+    uris = [(path + ("uri",), source.uri) for path, source in source_places(spec)]
+    for name, ds in spec.datasets.items():
+        for j, f in enumerate(ds.filters):
+            if isinstance(f, DecontaminateFilter):
+                uris += [(("datasets", name, "filters", j, "extra_files", k), x) for k, x in enumerate(f.extra_files)]
+    for path, uri in uris:
+        if not uri.startswith("builtin:"):
+            continue
+        problem, split = _builtin_uri(uri)
+        if problem:
+            yield Issue(path, f"{problem}; the job that reads this data would stop on it")
+        elif path[0] == "benchmarks" and split != "test":
+            yield warn(path, "this benchmark reads the `train` split, the one training data is drawn from, so it "
+                       "is not held out; add `split=test` to the uri")
+
+
+@functools.lru_cache(maxsize=4096)  # every grid cell repeats the same URIs
+def _builtin_uri(uri: str) -> tuple[str | None, str | None]:
+    """(what is wrong, or None; the split read)."""
+    try:
+        return None, parse_uri(uri)[1]["split"]
+    except BuiltinError as exc:
+        return exc.problem, None
 
 
 @rule
@@ -259,3 +330,61 @@ def evaluation_has_benchmarks(spec: Spec):
     if not spec.benchmarks and any(s.evaluate for s in spec.stages):
         yield warn(("benchmarks",), "stages ask to be evaluated but no benchmarks are declared; the report will "
                    "only show training curves")
+
+
+# ------------------------------------------------------------------------------------------
+# across grid cells
+# ------------------------------------------------------------------------------------------
+
+# The top-level `algorithm` block is read only through the stages it fills (validate.with_stage_defaults);
+# the top-level `rollout` is also the curate / filter / bench engines' setting, so it counts.
+STAGE_ONLY_DEFAULTS = {"algorithm"}
+
+
+def axes_without_effect(axes: list[tuple[str, Path, list[Path]]],
+                        cells: list[tuple[dict[str, Any], Spec]]) -> Iterator[Issue]:
+    """Warn at a grid axis whose values give identical resolved specs, with the other axes fixed.
+
+    `axes`: (name, path, places) per axis, `places` being where its value lands in a resolved spec
+    (its own path and, for a top-level default, each stage's copy), the only parts it can change.
+    `cells`: (axis name -> value, the cell's validated spec).
+    A warning, not an error: identical cells compile to the same jobs (same ids), so nothing runs
+    twice, but the report would show an ablation that changed nothing."""
+    for i, (name, path, places) in enumerate(axes):
+        counted = [p for p in places if p[0] not in STAGE_ONLY_DEFAULTS]
+        groups: dict[str, dict[str, list]] = {}  # the other axes' values -> resolved effect -> this axis' values
+        for values, spec in cells:
+            others = json.dumps({k: v for k, v in values.items() if k != name}, sort_keys=True, default=str)
+            effect = repr([_resolved(spec, p) for p in counted])
+            groups.setdefault(others, {}).setdefault(effect, []).append(values[name])
+        same = [vals for by_effect in groups.values() for vals in by_effect.values() if len(vals) > 1]
+        if not same:
+            continue
+        where = ("grid", "axes", i, "path")
+        if all(len(by_effect) == 1 for by_effect in groups.values()):
+            yield Issue(where, f"grid axis {name!r} changes nothing: {_why_no_effect(path)}", severity="warning")
+        else:
+            shown = " and ".join(json.dumps(v, default=str) for v in same[0][:2])
+            yield Issue(where, f"grid axis {name!r}: the values {shown} give the same resolved spec, so their "
+                        "cells are the same experiment; remove the duplicate value", severity="warning")
+
+
+def _resolved(node: Any, path: Path) -> Any:
+    """The value at `path` in a validated spec (attributes, map keys, list indices)."""
+    try:
+        for part in path:
+            node = node[part] if isinstance(part, int) or isinstance(node, dict) else getattr(node, part)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return "<not set>"
+    return node
+
+
+def _why_no_effect(path: Path) -> str:
+    dotted = dotted_path(path)
+    if path and path[0] in STAGE_ONLY_DEFAULTS:
+        rest = dotted_path(path[1:])
+        return (f"every stage sets `{dotted}` itself, so the top-level default reaches no stage and the cells are "
+                f"the same experiment; put the axis on the stages (`stages[NAME].{dotted}`) or remove the stages' "
+                f"own `{rest}`")
+    return (f"every value of `{dotted}` gives the same resolved spec, so the cells are the same experiment; "
+            "pick values that differ in effect or remove the axis")

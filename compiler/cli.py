@@ -91,7 +91,7 @@ def _checked(spec: str) -> Checked:
 def cmd_check(args, extra) -> int:
     checked = _checked(args.spec)
     cells = len(checked.cells)
-    print(f"{args.spec}: ok ({cells} grid cell{'s' if cells != 1 else ''}, {len(checked.warnings)} warnings)")
+    print(f"{args.spec}: ok ({cells} grid cell{'s' if cells != 1 else ''}, {len(checked.warnings)} warning{'s' if len(checked.warnings) != 1 else ''})")
     return 0
 
 

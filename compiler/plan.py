@@ -5,7 +5,8 @@ agree on everything a job depends on get the same job, which runs once. Every de
 workflow is made here, in plain Python; templates only format what this module returns.
 
 Job kinds (one name everywhere: rule, runtime module `rlspec.runtime.<kind>`, results folder):
-  model  - from-scratch policy: tokenizer, random init, SFT warm-up
+  model  - every model the spec names, in the build folder: built from scratch (tokenizer, random
+           init, SFT warm-up), fetched from the hub at its revision, or a local folder linked
   curate - a dataset's sources through its filters -> prompts.parquet + funnel
   filter - a stage's hard-prompt filter on the policy entering it
   train  - one GRPO stage
@@ -15,43 +16,35 @@ Job kinds (one name everywhere: rule, runtime module `rlspec.runtime.<kind>`, re
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .checks import group_sizes, train_ranks
-from .spec import (ConstantGroupSize, DecontaminateFilter, JobResources, PassRateFilter, Spec, Stage)
+from .hashing import ID_LENGTH, canonical, content_hash, file_sha256, folder_fingerprint
+from .jobs import (KINDS, BenchJob, BenchmarkText, CurateJob, DataFile, DataSource, Decontaminate, EngineSettings,
+                   FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, ReportCell,
+                   ReportJob, ReportStage, ScratchBuild, ScratchWarmup, TrainJob, TrainSampling)
+from .spec import (ConstantGroupSize, DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, Rollout, Source,
+                   Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
 from .validate import Cell
 
-KINDS = ("model", "curate", "filter", "train", "bench", "report")
+__all__ = ["KINDS", "ID_LENGTH", "canonical", "content_hash", "build_plan", "Plan", "PlannedJob", "totals"]
+
 # Software environment per job kind (conda files in the build folder's envs/).
 ENVIRONMENTS = {"model": "trainer", "curate": "sandbox", "filter": "rollout", "train": "trainer",
                 "bench": "eval", "report": "eval"}
-ID_LENGTH = 16
 DECONTAMINATION_N = {"math": 9, "code": 14}  # the paper's n-gram sizes
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def canonical(data: Any) -> str:
-    """Deterministic JSON: sorted keys, no spaces, dates as ISO strings."""
-    return _CANONICAL.encode(data)
-
-
-def content_hash(data: Any, length: int = ID_LENGTH) -> str:
-    return hashlib.sha256(canonical(data).encode()).hexdigest()[:length]
-
-
 @dataclass
-class Job:
+class PlannedJob:
     kind: str
     id: str
     label: str  # what it is, for people: "train math-8k", "bench aime24 @ math-8k"
-    config: dict[str, Any]
+    config: JobModel  # the kind's typed config (`rlspec.compiler.jobs`)
     inputs: dict[str, Any]  # role -> job id (str) or list of job ids
     resources: dict[str, Any]
     cells: list[int] = field(default_factory=list)
@@ -71,19 +64,19 @@ class Job:
             out.extend(v if isinstance(v, list) else [v])
         return out
 
-    def document(self, jobs: dict[str, "Job"]) -> dict[str, Any]:
+    def document(self, jobs: dict[str, "PlannedJob"]) -> dict[str, Any]:
         """The job JSON the runtime module reads: only what determines its outputs."""
         def path(jid: str) -> str:
             return jobs[jid].dir
         inputs = {role: ([path(j) for j in v] if isinstance(v, list) else path(v)) for role, v in self.inputs.items()}
-        return {"kind": self.kind, "id": self.id, "label": self.label, "config": self.config,
+        return {"kind": self.kind, "id": self.id, "label": self.label, "config": self.config.model_dump(mode="json"),
                 "inputs": inputs, "output_dir": self.dir}
 
 
 @dataclass
 class CellJobs:
     cell: Cell
-    initial: str | None  # model job id, or None when the model is a path
+    initial: str  # the model job of the spec's starting model
     curate: dict[str, str]
     stages: list[dict[str, Any]]  # per stage: {"name", "filter", "train", "bench": {name: id}}
     initial_bench: dict[str, str]
@@ -93,11 +86,11 @@ class CellJobs:
 class Plan:
     spec_name: str
     cells: list[CellJobs]
-    jobs: dict[str, Job]  # id -> job, in creation order (topological)
-    report: Job
+    jobs: dict[str, PlannedJob]  # id -> job, in creation order (topological)
+    report: PlannedJob
     dumps: list[dict[str, Any]] = field(default_factory=list)  # each cell's resolved spec as JSON data
 
-    def by_kind(self, kind: str) -> list[Job]:
+    def by_kind(self, kind: str) -> list[PlannedJob]:
         return [j for j in self.jobs.values() if j.kind == kind]
 
 
@@ -105,24 +98,14 @@ class Plan:
 
 
 def build_plan(cells: list[Cell], spec_dir: str | Path | None = None) -> Plan:
-    """Jobs for every cell. `spec_dir` is where relative local data files are looked up (the spec's
+    """Jobs for every cell. `spec_dir` is where relative local files are looked up (the spec's
     folder); their sha256 enters the job config, so changed data gets a new job id."""
-    jobs: dict[str, Job] = {}
-    sources = _Sources(Path(spec_dir) if spec_dir is not None else None)
+    jobs: dict[str, PlannedJob] = {}
+    files = _Files(Path(spec_dir) if spec_dir is not None else None)
     dumps = [cell.spec.model_dump(mode="json") for cell in cells]
-    cell_jobs = [_cell_jobs(cell, dump, jobs, sources) for cell, dump in zip(cells, dumps)]
+    cell_jobs = [_CellBuilder(cell, jobs, files).build() for cell in cells]
     report = _report_job(cells[0].spec, cell_jobs, jobs)
     return Plan(spec_name=cells[0].spec.name, cells=cell_jobs, jobs=jobs, report=report, dumps=dumps)
-
-
-def _add(jobs: dict[str, Job], kind: str, label: str, config: dict, inputs: dict, resources: JobResources,
-         cell: int, estimate: dict | None = None) -> str:
-    jid = content_hash({"kind": kind, "config": config, "inputs": inputs})
-    if jid not in jobs:
-        jobs[jid] = Job(kind, jid, label, config, inputs, _resources(resources), [], estimate)
-    if cell not in jobs[jid].cells:
-        jobs[jid].cells.append(cell)
-    return jid
 
 
 def _resources(r: JobResources) -> dict[str, Any]:
@@ -131,108 +114,191 @@ def _resources(r: JobResources) -> dict[str, Any]:
             "slurm_partition": r.slurm_partition or "", "slurm_extra": r.slurm_extra or ""}
 
 
-def _dump(model) -> Any:
-    return model.model_dump(mode="json")
-
-
-def _model_common(d: dict[str, Any]) -> dict[str, Any]:
-    m = d["model"]
-    return {"dtype": m["dtype"], "max_context": m["max_context"], "prompt": m["prompt"], "answer": m["answer"],
-            "tokenizer": m["tokenizer"]}
-
-
-class _Sources:
-    """Source blocks as job config: local files carry the sha256 of their bytes (or null if absent)."""
-
-    def __init__(self, spec_dir: Path | None):
-        self.spec_dir = spec_dir
-        self._hashes: dict[str, str | None] = {}
-
-    def __call__(self, source: dict[str, Any]) -> dict[str, Any]:
-        """`source` is a Source block as JSON data (a dump); the result is a new dict."""
-        if is_local_uri(source["uri"]):
-            return {**source, "sha256": self._hash(source["uri"])}
-        return source
-
-    def _hash(self, uri: str) -> str | None:
-        if uri not in self._hashes:
-            path = Path(uri) if self.spec_dir is None else self.spec_dir / uri
-            self._hashes[uri] = _file_sha256(path) if path.is_file() else None
-        return self._hashes[uri]
-
-
 def is_local_uri(uri: str) -> bool:
     return "://" not in uri
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+class _Files:
+    """Local files and folders the jobs will read, fingerprinted once per compile: their hashes enter
+    the job configs, so changed data or weights give new job ids."""
+
+    def __init__(self, spec_dir: Path | None):
+        self.spec_dir = spec_dir
+        self._hashes: dict[str, str | None] = {}
+        self._folders: dict[str, str | None] = {}
+
+    def where(self, name: str) -> Path:
+        return Path(name) if self.spec_dir is None or Path(name).is_absolute() else self.spec_dir / name
+
+    def source(self, s: Source) -> DataSource:
+        return DataSource(**dict(s), sha256=self.sha256(s.uri) if is_local_uri(s.uri) else None)
+
+    def file(self, path: str) -> DataFile:
+        return DataFile(path=path, sha256=self.sha256(path))
+
+    def sha256(self, name: str) -> str | None:
+        if name not in self._hashes:
+            path = self.where(name)
+            self._hashes[name] = file_sha256(path) if path.is_file() else None
+        return self._hashes[name]
+
+    def fingerprint(self, name: str) -> str | None:
+        if name not in self._folders:
+            self._folders[name] = folder_fingerprint(self.where(name))
+        return self._folders[name]
+
+    def model_name(self, name: str, revision: str | None) -> ModelName:
+        """`hf://org/name` or `org/name` is a hub model, unless a local folder of that name exists;
+        anything else is a local folder."""
+        if name.startswith("hf://"):
+            return ModelName(kind="hub", name=name[len("hf://"):], revision=revision, fingerprint=None)
+        local = name.startswith((".", "/", "~")) or self.where(name).is_dir() or not _HUB_ID.match(name)
+        if local:
+            return ModelName(kind="local", name=name, revision=None, fingerprint=self.fingerprint(name))
+        return ModelName(kind="hub", name=name, revision=revision, fingerprint=None)
 
 
-def _cell_jobs(cell: Cell, d: dict[str, Any], jobs: dict[str, Job], sources: _Sources) -> CellJobs:
-    """The jobs of one grid cell. `d` is the cell's spec as JSON data, dumped once: configs are built
-    from slices of it (never mutated in place: slices are shared between configs)."""
-    spec = cell.spec
-    res = spec.resources
-    common = _model_common(d)
-    initial: str | None = None
-    policy: dict[str, Any]
-    if spec.model.from_scratch is not None:
-        scratch = d["model"]["from_scratch"]
-        scratch = {**scratch, "warmup": {**scratch["warmup"], "sources": [sources(x) for x in scratch["warmup"]["sources"]]}}
-        config = {"from_scratch": scratch, "seed": spec.seed, **common}
-        initial = _add(jobs, "model", "model from_scratch", config, {}, res.model, cell.index)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _CellBuilder:
+    """The jobs of one grid cell, each config built from the cell's spec sub-models."""
+
+    def __init__(self, cell: Cell, jobs: dict[str, PlannedJob], files: _Files):
+        self.cell, self.spec, self.jobs, self.files = cell, cell.spec, jobs, files
+        self.res = cell.spec.resources
+        self.grading = Grading(reward=self.spec.reward, answer=self.spec.model.answer)
+
+    def add(self, kind: str, label: str, config: JobModel, inputs: dict, resources: JobResources,
+            estimate: dict | None = None) -> str:
+        jid = content_hash({"kind": kind, "config": config.model_dump(mode="json"), "inputs": inputs})
+        if jid not in self.jobs:
+            self.jobs[jid] = PlannedJob(kind, jid, label, config, inputs, _resources(resources), [], estimate)
+        if self.cell.index not in self.jobs[jid].cells:
+            self.jobs[jid].cells.append(self.cell.index)
+        return jid
+
+    def inference(self, rollout: Rollout) -> Inference:
+        m = self.spec.model
+        engine = EngineSettings(engine=rollout.engine, max_prompt_tokens=rollout.max_prompt_tokens,
+                                vllm=rollout.vllm, hf=rollout.hf)
+        return Inference(rollout=engine, dtype=m.dtype, max_context=m.max_context, prompt=m.prompt)
+
+    # -------------------------------------------------------------------------------- models
+
+    def initial_model(self) -> str:
+        m = self.spec.model
+        if m.from_scratch is not None:
+            fs = m.from_scratch
+            w = fs.warmup
+            warmup = ScratchWarmup(sources=[self.files.source(s) for s in w.sources], steps=w.steps,
+                                   batch_size=w.batch_size, lr=w.lr, max_tokens=w.max_tokens)
+            build = ScratchBuild(kind="scratch", architecture=fs.architecture, tokenizer=fs.tokenizer, warmup=warmup,
+                                 seed=self.spec.seed, max_context=m.max_context, prompt=m.prompt)
+            return self.add("model", "model from_scratch", ModelJob(build=build), {}, self.res.model)
+        assert m.path is not None  # checks.model_source
+        tokenizer = self.files.model_name(m.tokenizer, None) if m.tokenizer else None
+        return self.fetched(m.path, m.revision, tokenizer, "model")
+
+    def fetched(self, name: str, revision: str | None, tokenizer: ModelName | None, label: str) -> str:
+        model = self.files.model_name(name, revision)
+        build = FetchBuild(kind="fetch", model=model, tokenizer=tokenizer)
+        return self.add("model", f"{label} {model.name}", ModelJob(build=build), {}, self.res.model)
+
+    # -------------------------------------------------------------------------------- jobs
+
+    def build(self) -> CellJobs:
+        spec = self.spec
+        initial = self.initial_model()
         policy = {"policy": initial}
-    else:
-        policy = {}
-    base_model = {"path": spec.model.path, "revision": spec.model.revision} if spec.model.path else None
+        curate = {name: self.curate(name, initial) for name in _used_datasets(spec)}
+        initial_bench = self.benches(policy, "initial") if spec.evaluate_initial else {}
+        stages: list[dict[str, Any]] = []
+        prev = policy
+        for stage in spec.stages:
+            data = {"data": [curate[x] for x in stage.datasets]}
+            filter_id = None
+            if stage.filter_before is not None:
+                filter_id = self.stage_filter(stage, {**prev, **data})
+                data = {"data": [filter_id]}
+            train_id = self.train(stage, {**prev, **data})
+            prev = {"policy": train_id}
+            benches = self.benches(prev, stage.name) if stage.evaluate else {}
+            stages.append({"name": stage.name, "filter": filter_id, "train": train_id, "bench": benches})
+        return CellJobs(self.cell, initial, curate, stages, initial_bench)
 
-    curate: dict[str, str] = {}
-    for name in _used_datasets(spec):
-        config, needs_policy = _curate_config(spec, d, name, sources)
-        inputs = dict(policy) if needs_policy else {}
-        curate[name] = _add(jobs, "curate", f"curate {name}", config, inputs, res.curate, cell.index)
-
-    # evaluation samples at the benchmark's own temperature, so the engine block carries none
-    bench_engine = {k: v for k, v in d["rollout"].items() if k != "temperature"}
-
-    def bench_jobs(policy_inputs: dict, policy_model: dict | None, after: str) -> dict[str, str]:
+    def benches(self, policy: dict, after: str) -> dict[str, str]:
         out = {}
-        for bname, bench in d["benchmarks"].items():
-            config = {"benchmark": bname, **bench, "reference": [], "source": sources(bench["source"]),
-                      "base_model": policy_model, "seed": 0, "engine": bench_engine, "reward": d["reward"], **common}
-            out[bname] = _add(jobs, "bench", f"bench {bname} @ {after}", config, policy_inputs, res.bench, cell.index)
+        for name, b in self.spec.benchmarks.items():
+            config = BenchJob(benchmark=name, domain=b.domain, source=self.files.source(b.source), k=b.k,
+                              metrics=list(b.metrics), sampling=b.sampling, date_window=b.date_window, seed=0,
+                              inference=self.inference(self.spec.rollout), grading=self.grading)
+            out[name] = self.add("bench", f"bench {name} @ {after}", config, policy, self.res.bench)
         return out
 
-    initial_bench = bench_jobs(policy, base_model, "initial") if spec.evaluate_initial else {}
-    stages: list[dict[str, Any]] = []
-    prev_policy, prev_model = policy, base_model
-    for i, (stage, sd) in enumerate(zip(spec.stages, d["stages"])):
-        data = {"data": [curate[x] for x in stage.datasets]}
-        filter_id = None
-        if stage.filter_before is not None:
-            fconfig = {"stage": stage.name, **sd["filter_before"], "base_model": prev_model,
-                       "max_response_tokens": stage.filter_before.max_response_tokens or stage.max_response_tokens,
-                       "engine": sd["rollout"], "reward": d["reward"], "seed": spec.seed, **common}
-            filter_id = _add(jobs, "filter", f"filter before {stage.name}", fconfig, {**prev_policy, **data},
-                             res.filter, cell.index, _filter_estimate(spec, stage))
-            data = {"data": [filter_id]}
-        # whether a stage is benchmarked does not change its training
-        stage_fields = {k: v for k, v in sd.items() if k != "evaluate"}
-        tconfig = {"stage": stage.name, "stage_index": i, **stage_fields, "base_model": prev_model,
-                   "domains": sorted({spec.datasets[x].domain for x in stage.datasets}),
-                   "reward": d["reward"], "deepspeed": d["resources"]["deepspeed"], "ranks": train_ranks(spec),
-                   "seed": spec.seed, **common}
-        train_id = _add(jobs, "train", f"train {stage.name}", tconfig, {**prev_policy, **data}, res.train,
-                        cell.index, stage_estimate(spec, stage))
-        prev_policy, prev_model = {"policy": train_id}, None
-        benches = bench_jobs(prev_policy, None, stage.name) if stage.evaluate else {}
-        stages.append({"name": stage.name, "filter": filter_id, "train": train_id, "bench": benches})
-    return CellJobs(cell, initial, curate, stages, initial_bench)
+    def stage_filter(self, stage: Stage, inputs: dict) -> str:
+        f = stage.filter_before
+        assert f is not None
+        rate = PassRate(kind="pass_rate", model="policy", k=f.k, min=f.min, max=f.max,
+                        max_response_tokens=f.max_response_tokens or stage.max_response_tokens,
+                        temperature=f.temperature, top_p=f.top_p, majority=False, min_response_tokens=None)
+        config = FilterJob(stage=stage.name, pass_rate=rate, seed=self.spec.seed,
+                           inference=self.inference(stage.rollout), grading=self.grading)
+        return self.add("filter", f"filter before {stage.name}", config, inputs, self.res.filter,
+                        _filter_estimate(self.spec, stage))
+
+    def train(self, stage: Stage, inputs: dict) -> str:
+        r = stage.rollout
+        config = TrainJob(stage=stage.name, steps=stage.steps, epochs=stage.epochs,
+                          prompts_per_step=stage.prompts_per_step, group_size=stage.group_size,
+                          max_response_tokens=stage.max_response_tokens,
+                          sampling=TrainSampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k),
+                          algorithm=stage.algorithm, inference=self.inference(r), grading=self.grading,
+                          deepspeed=self.res.deepspeed, ranks=train_ranks(self.spec), seed=self.spec.seed)
+        return self.add("train", f"train {stage.name}", config, inputs, self.res.train,
+                        stage_estimate(self.spec, stage))
+
+    def curate(self, name: str, initial: str) -> str:
+        spec, ds = self.spec, self.spec.datasets[name]
+        inputs: dict[str, str] = {}
+        teachers: dict[str, str] = {}  # model job id -> input role
+        randomised = any(s.shuffle for s in ds.sources)
+        samples = grades = False
+        first_len = next((s.max_response_tokens for s in spec.stages if name in s.datasets), None)
+        filters: list[Any] = []
+        for f in ds.filters:
+            if isinstance(f, DecontaminateFilter):
+                names = f.benchmarks if f.benchmarks is not None else sorted(
+                    b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
+                benchmarks = {b: BenchmarkText(source=self.files.source(spec.benchmarks[b].source),
+                                               domain=spec.benchmarks[b].domain) for b in names}
+                filters.append(Decontaminate(kind="decontaminate", n=f.n or DECONTAMINATION_N[ds.domain],
+                                             benchmarks=benchmarks,
+                                             extra_files=[self.files.file(p) for p in f.extra_files]))
+                continue
+            if isinstance(f, PassRateFilter):
+                if f.policy == "initial":
+                    inputs["policy"] = initial
+                    role = "policy"
+                else:
+                    teacher = self.fetched(f.policy, None, None, "teacher")
+                    role = teachers.setdefault(teacher, f"teacher{len(teachers)}")
+                    inputs[role] = teacher
+                filters.append(PassRate(kind="pass_rate", model=role, k=f.k, min=f.min, max=f.max,
+                                        max_response_tokens=f.max_response_tokens or first_len,
+                                        temperature=f.temperature, top_p=f.top_p, majority=f.majority,
+                                        min_response_tokens=f.min_response_tokens))
+                randomised = samples = grades = True
+                continue
+            if isinstance(f, LengthFilter) and f.unit == "tokens":
+                inputs["policy"] = initial  # the policy's tokenizer counts the tokens
+            grades = grades or isinstance(f, (ValidateTestsFilter, WeakTestsFilter))
+            filters.append(f)
+        config = CurateJob(dataset=name, domain=ds.domain, sources=[self.files.source(s) for s in ds.sources],
+                           filters=filters, seed=spec.seed if randomised else None,
+                           grading=self.grading if grades else None,
+                           inference=self.inference(spec.rollout) if samples else None)
+        return self.add("curate", f"curate {name}", config, inputs, self.res.curate)
 
 
 def _used_datasets(spec: Spec) -> list[str]:
@@ -244,51 +310,17 @@ def _used_datasets(spec: Spec) -> list[str]:
     return seen
 
 
-def _curate_config(spec: Spec, d: dict[str, Any], name: str, sources: _Sources) -> tuple[dict[str, Any], bool]:
-    ds = spec.datasets[name]
-    dd = d["datasets"][name]
-    filters = []
-    needs_policy = False
-    randomised = any(s.shuffle for s in ds.sources)
-    first_len = next((s.max_response_tokens for s in spec.stages if name in s.datasets), None)
-    for f, fd in zip(ds.filters, dd["filters"]):
-        entry = dict(fd)
-        if isinstance(f, DecontaminateFilter):
-            entry["n"] = f.n or DECONTAMINATION_N[ds.domain]
-            names = f.benchmarks if f.benchmarks is not None else sorted(
-                b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
-            entry["benchmarks"] = {b: {"source": sources(d["benchmarks"][b]["source"]),
-                                       "domain": spec.benchmarks[b].domain} for b in names}
-        if isinstance(f, PassRateFilter):
-            entry["max_response_tokens"] = f.max_response_tokens or first_len
-            if f.policy == "initial":
-                needs_policy = spec.model.from_scratch is not None
-                entry["policy"] = {"initial": True, "path": spec.model.path, "revision": spec.model.revision}
-            else:
-                entry["policy"] = {"initial": False, "path": f.policy, "revision": None}
-            randomised = True
-        if getattr(f, "unit", None) == "tokens":
-            needs_policy = needs_policy or spec.model.from_scratch is not None
-        filters.append(entry)
-    config = {"dataset": name, "domain": ds.domain, "sources": [sources(x) for x in dd["sources"]], "filters": filters,
-              "max_prompt_tokens": spec.rollout.max_prompt_tokens, "reward": d["reward"],
-              "engine": d["rollout"], **_model_common(d)}
-    if randomised:
-        config["seed"] = spec.seed  # only randomised curation depends on the seed, so seed repeats share data
-    return config, needs_policy
-
-
-def _report_job(spec: Spec, cells: list[CellJobs], jobs: dict[str, Job]) -> Job:
-    layout = []
-    for cj in cells:
-        layout.append({"label": cj.cell.label, "values": cj.cell.values, "curate": cj.curate,
-                       "initial_bench": cj.initial_bench, "stages": cj.stages})
-    references = {b: [_dump(r) for r in bench.reference] for b, bench in spec.benchmarks.items() if bench.reference}
-    config = {"name": spec.name, "cells": layout, "references": references,
-              "metrics": {b: bench.metrics for b, bench in spec.benchmarks.items()}}
+def _report_job(spec: Spec, cells: list[CellJobs], jobs: dict[str, PlannedJob]) -> PlannedJob:
+    layout = [ReportCell(label=cj.cell.label, values=cj.cell.values, initial_bench=cj.initial_bench,
+                         stages=[ReportStage(**s) for s in cj.stages])
+              for cj in cells]
+    references = {b: list(bench.reference) for b, bench in spec.benchmarks.items() if bench.reference}
+    config = ReportJob(name=spec.name, cells=layout, references=references,
+                       metrics={b: list(bench.metrics) for b, bench in spec.benchmarks.items()})
     inputs = {"jobs": [j for j in jobs]}
-    jid = _add(jobs, "report", "report", config, inputs, spec.resources.report, 0)
-    jobs[jid].cells = [c.cell.index for c in cells]
+    jid = content_hash({"kind": "report", "config": config.model_dump(mode="json"), "inputs": inputs})
+    jobs[jid] = PlannedJob("report", jid, "report", config, inputs, _resources(spec.resources.report),
+                    [c.cell.index for c in cells])
     return jobs[jid]
 
 

@@ -68,13 +68,26 @@ def _number_to_constant(value: Any) -> Any:
     return value
 
 
-class ConstantTemperature(Model):
+class _Schedule(Model):
+    """A value per epoch: `at(epoch)` is the one implementation the compiler's checks, the plan's
+    budget and the trainer share (constant, or a list whose last value holds for later epochs)."""
+
+    def at(self, epoch: int) -> Any:
+        values = self.all()
+        return values[min(epoch, len(values) - 1)]
+
+    def all(self) -> list[Any]:
+        value = getattr(self, "value", None)
+        return [value] if value is not None else list(getattr(self, "values"))
+
+
+class ConstantTemperature(_Schedule):
     kind: Literal["constant"] = "constant"
     value: Annotated[float, Field(gt=0.0, le=5.0)]
     """Sampling temperature for every step."""
 
 
-class PerEpochTemperature(Model):
+class PerEpochTemperature(_Schedule):
     kind: Literal["per_epoch"]
     values: Annotated[list[Annotated[float, Field(gt=0.0, le=5.0)]], Field(min_length=1)]
     """Temperature for epoch 0, 1, ...; the last value holds for later epochs (code stage 2: [0.6, 0.8, 1.0])."""
@@ -101,13 +114,13 @@ Temperature = Annotated[
 ]
 
 
-class ConstantGroupSize(Model):
+class ConstantGroupSize(_Schedule):
     kind: Literal["constant"] = "constant"
     value: Annotated[int, Field(ge=1, le=1024)]
     """Responses sampled per prompt at every step."""
 
 
-class PerEpochGroupSize(Model):
+class PerEpochGroupSize(_Schedule):
     kind: Literal["per_epoch"]
     values: Annotated[list[Annotated[int, Field(ge=1, le=1024)]], Field(min_length=1)]
     """Group size for epoch 0, 1, ...; the last value holds for later epochs (code stage 2: [8, 16])."""
@@ -191,14 +204,18 @@ class FromScratch(Model):
 
 class ModelSpec(Model):
     path: str | None = None
-    """Hugging Face id (`hf://org/name` or `org/name`) or a local folder with an HF model. Exactly one of
-    `path` and `from_scratch`."""
+    """Hugging Face id (`hf://org/name` or `org/name`) or a local folder with an HF model (relative to the
+    file that names it). Exactly one of `path` and `from_scratch`. A `model` job puts it into the build
+    folder once (hub files at `revision`; a local folder as links) and every job loads that copy, so
+    compute nodes need no network and all jobs read the same weights."""
     revision: str | None = None
-    """Hub revision (commit or tag) to pin, for `hf://` paths."""
+    """Hub revision (branch, tag or commit) to pin, for hub models; the commit it resolved to is in the
+    model job's done.json."""
     from_scratch: FromScratch | None = None
     """Build a tiny model locally instead (offline use, tests, the quickstart)."""
     tokenizer: str | None = None
-    """Tokenizer id or folder when it differs from the model's."""
+    """Tokenizer (hub id or folder) when it differs from the model's: the model job replaces the model's
+    tokenizer files with it, so every job (curation, training, both engines, benchmarks) uses it."""
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """Weights and compute dtype for training and rollouts (float32 on CPU for exact parity tests)."""
     max_context: Annotated[int, Field(ge=16)] = 32768
@@ -449,7 +466,7 @@ class Overlong(Model):
 class Optimizer(Model):
     name: Literal["adamw"] = "adamw"
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-6
-    """AceReason: 1e-6 for math stages, 5e-6 for code stages."""
+    """Peak learning rate (after warm-up); AceReason: 1e-6 for math stages, 5e-6 for code stages."""
     betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
     eps: Annotated[float, Field(gt=0.0)] = 1e-8
@@ -470,6 +487,9 @@ class Health(Model):
     """Stop after this many consecutive steps where every group had equal rewards."""
     max_sandbox_error_rate: Fraction01 | None = 0.05
     """Stop when more than this fraction of a step's code answers end in `sandbox_error`."""
+    max_grader_error_rate: Fraction01 | None = 0.05
+    """Stop when more than this fraction of a step's answers could not be graded (status `error`: the
+    grader raised on them; each got reward 0 and the step went on)."""
 
 
 class Algorithm(Model):
@@ -522,7 +542,9 @@ class Rollout(Model):
     top_k: Annotated[int, Field(ge=-1)] = -1
     """-1 disables top-k."""
     max_prompt_tokens: Annotated[int, Field(ge=1)] = 2048
-    """Longer prompts are dropped at curation time."""
+    """Prompt budget in tokens (after the prompt template): a train stage drops longer prompts when it
+    starts (counted in its done.json as `prompts_dropped_too_long`), a pass-rate filter drops them with
+    the reason, and a benchmark refuses them (its numbers would not be comparable)."""
     vllm: VllmSettings = VllmSettings()
     hf: HfSettings = HfSettings()
 

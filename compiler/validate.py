@@ -3,31 +3,37 @@
 Order of work:
 1. read the YAML and its `extends` chain (`source.py`), keeping locations;
 2. fill each stage's `algorithm` / `rollout` from the top-level defaults (stage keys win);
-3. validate with pydantic and turn its errors into located, user-worded issues;
+3. validate with pydantic and turn its errors into located, user-worded issues: what was expected
+   and what the field is (its docstring), what was written, and what to write instead; an unknown
+   key gets a close spelling, rlspec's name for another framework's key (`errors.FOREIGN_KEYS`),
+   or the block it belongs in;
 4. expand the grid: each cell is the raw spec with the axis values set, validated again, so a
    grid value of the wrong type is reported at the grid line that wrote it;
-5. cross-field checks (`checks.py`) on every cell.
+5. cross-field checks (`checks.py`) on every cell, and across cells: a grid axis that changes nothing.
 All problems are collected and raised together as one `SpecError`.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import os.path
 import itertools
 import json
+import os.path
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import checks
-from .errors import Issue, Loc, Path, SpecError, dotted_path, parse_dotted
+from .errors import (Foreign, Issue, Loc, Path, SpecError, dotted_path, foreign_hint, parse_dotted, show, snippet,
+                     suggest, yaml_value)
 from .source import Located, deep_merge, load_spec_file
 from .spec import Spec
-from .walk import kinds_of, model_at, type_at
+from .walk import (allows_none, bounds, field_at, field_by_loc, generic_path, key_paths, kinds_of, model_at,
+                   strip_type, type_at)
 
 STAGE_DEFAULTED = ("algorithm", "rollout")
 
@@ -69,7 +75,9 @@ def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
         # Still report the cross-field problems: drop the keys that failed and check the rest.
         repaired = _repair(located.data, issues)
         if repaired is not None:
-            issues.extend(_locate(located, i) for i in checks.run(repaired) if i.severity == "error")
+            failed = [i.path for i in issues]
+            found = (_locate(located, i) for i in checks.run(repaired) if i.severity == "error")
+            issues.extend(i for i in found if not _about_removed(i, failed))
         raise SpecError(_dedupe(issues))
     cells = _expand(located, base, issues)
     for cell in cells:
@@ -87,7 +95,8 @@ def _rebase_local_paths(located: Located, root_dir: FsPath, root_name: str) -> N
     `extends` base so that all are relative to the spec being compiled."""
     for path, loc in located.value_locs.items():
         is_uri = path and path[-1] == "uri" or len(path) >= 2 and path[-2] == "extra_files"
-        if not is_uri or loc.file == root_name:
+        is_model = _names_a_model(path)
+        if not (is_uri or is_model) or loc.file == root_name:
             continue
         try:
             node = located.data
@@ -96,21 +105,25 @@ def _rebase_local_paths(located: Located, root_dir: FsPath, root_name: str) -> N
             value = node[path[-1]]
         except (KeyError, IndexError, TypeError):
             continue
-        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-            node[path[-1]] = FsPath(os.path.relpath(FsPath(loc.file).parent / value, root_dir)).as_posix()
+        if not isinstance(value, str) or "://" in value or os.path.isabs(value):
+            continue
+        written_in = FsPath(loc.file).parent
+        # a model may be a hub id (`org/name`): only a path that says it is one, or names a folder, moves
+        if is_model and not (value.startswith(("./", "../")) or (written_in / value).is_dir()):
+            continue
+        node[path[-1]] = FsPath(os.path.relpath(written_in / value, root_dir)).as_posix()
+
+
+def _names_a_model(path: Path) -> bool:
+    """`model.path`, `model.tokenizer` and a pass-rate filter's teacher `policy`."""
+    return tuple(path) in (("model", "path"), ("model", "tokenizer")) or (
+        len(path) == 5 and path[0] == "datasets" and path[2] == "filters" and path[4] == "policy")
 
 
 def _missing_local_files(located: Located, spec: Spec, spec_dir: FsPath) -> list[Issue]:
     """Local data files are read by jobs later; say now if one is not there yet."""
     found = []
-    places: list[tuple[Path, str]] = []
-    for name, ds in spec.datasets.items():
-        places += [(("datasets", name, "sources", i, "uri"), s.uri) for i, s in enumerate(ds.sources)]
-    for name, b in spec.benchmarks.items():
-        places.append((("benchmarks", name, "source", "uri"), b.source.uri))
-    if spec.model.from_scratch is not None:
-        places += [(("model", "from_scratch", "warmup", "sources", i, "uri"), s.uri)
-                   for i, s in enumerate(spec.model.from_scratch.warmup.sources)]
+    places = [(path + ("uri",), source.uri) for path, source in checks.source_places(spec)]
     for path, uri in places:
         if "://" not in uri and not (spec_dir / uri).is_file():
             found.append(Issue(path, f"local file {uri!r} does not exist (relative to {spec_dir.as_posix() or '.'}); "
@@ -174,54 +187,241 @@ def _user_path(data: Any, loc: tuple, err_type: str) -> Path:
 
 def _issue_from_pydantic(located: Located, data: Any, err: dict, override_locs: dict) -> Issue:
     kind = err["type"]
-    path = _user_path(data, err["loc"], kind)
-    if not any(path[: len(p)] == p for p in override_locs):
-        path = _origin(located, path)
-    value = err.get("input")
-    msg = err["msg"]
+    at = _user_path(data, err["loc"], kind)  # where the value stands in `data` (stages hold their defaults)
+    path = at if any(at[: len(p)] == p for p in override_locs) else _origin(located, at)
+    value = _written(data, at, err)
     if kind == "extra_forbidden":
-        parent = model_at(Spec, path[:-1], data)
-        fields = sorted(parent.model_fields) if parent else []
-        text = f"unknown key {path[-1]!r}" + _suggest(str(path[-1]), fields)
-        if fields:
-            text += f"; valid keys here: {', '.join(fields)}"
-        return Issue(path, text, _where(located, path, override_locs, key=True))
+        return Issue(path, _unknown_key(data, at, value), _where(located, path, override_locs, key=True))
     if kind == "union_tag_invalid":
-        kinds = sorted(kinds_of(type_at(Spec, path, data) or object))
+        kinds = sorted(kinds_of(type_at(Spec, at, data) or object))
         got = value.get("kind") if isinstance(value, dict) else value
-        text = f"unknown kind {got!r}" + _suggest(str(got), kinds)
+        text = f"unknown kind {got!r}" + suggest(str(got), kinds)
         if kinds:
             text += f"; valid kinds: {', '.join(kinds)}"
         return Issue(path + ("kind",), text, _where(located, path + ("kind",), override_locs))
     if kind == "union_tag_not_found":
-        kinds = sorted(kinds_of(type_at(Spec, path, data) or object))
+        kinds = sorted(kinds_of(type_at(Spec, at, data) or object))
         return Issue(path, f"missing `kind:`; set one of: {', '.join(kinds)}", _where(located, path, override_locs))
+    if kind == "missing" and err["loc"] and isinstance(err["loc"][-1], int):  # a fixed-length list, too short
+        _, tp = field_by_loc(Spec, err["loc"][:-1])
+        size = len(typing.get_args(strip_type(tp))) if tp is not None else err["loc"][-1] + 1
+        example = _example(kind, field_at(Spec, at, data), value)
+        text = f"expected a list of {size} values, got {show(value)}" + (f"; write e.g. `{example}`" if example else "")
+        return Issue(path, text, _where(located, path, override_locs))
     if kind == "missing":
-        parent = model_at(Spec, path[:-1], data)
-        desc = ""
-        if parent is not None and path and path[-1] in parent.model_fields:
-            desc = parent.model_fields[path[-1]].description or ""
-            desc = f" ({desc.splitlines()[0]})" if desc else ""
-        return Issue(path, f"required key missing{desc}; add `{path[-1]}:` here",
+        what = _what(_info(field_at(Spec, at, data)))
+        return Issue(path, f"required key missing{f' ({what})' if what else ''}; add `{path[-1]}:` here",
                      _where(located, path[:-1], override_locs))
     if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        options = [o.strip().strip("'\"") for o in expected.replace(" or ", ",").split(",") if o.strip()]
-        text = f"{value!r} is not allowed" + _suggest(str(value), options) + f"; use {expected}"
-        return Issue(path, text, _where(located, path, override_locs))
+        return Issue(path, _not_a_choice(data, at, err, value), _where(located, path, override_locs))
     if kind == "string_pattern_mismatch":
         text = (f"{value!r} is not a valid name: use letters, digits, `_`, `.` or `-`, "
                 "starting with a letter or digit (it becomes part of file and job names)")
         return Issue(path, text, _where(located, path, override_locs))
-    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "a map"
-    if isinstance(value, list):
-        shown = "a list"
-    return Issue(path, f"{msg[0].lower() + msg[1:]} (got {shown})", _where(located, path, override_locs))
+    return Issue(path, _wrong_value(data, at, err, value), _where(located, path, override_locs))
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _written(data: Any, at: Path, err: dict) -> Any:
+    """The value as the user wrote it: `true`, not the text "true" the bool guard hands pydantic."""
+    node = data
+    for part in at:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return err.get("input")
+    return node
+
+
+# --- unknown keys ---------------------------------------------------------------------------
+
+MAX_LISTED_KEYS = 16  # "valid keys here: ..." only when the list is short enough to read
+
+
+def _unknown_key(data: Any, at: Path, value: Any) -> str:
+    """Why a key is unknown and what to write: another framework's name for an rlspec setting,
+    a close spelling, or a key of another block; else the valid keys."""
+    key = str(at[-1])
+    parent = model_at(Spec, at[:-1], data)
+    fields = sorted(parent.model_fields) if parent else []
+    here = generic_path(Spec, at[:-1], data)
+    foreign = foreign_hint(key, parent.__name__ if parent else None)
+    if foreign is not None:
+        return f"unknown key {key!r}: " + _foreign_text(foreign, here, value)
+    close = suggest(key, fields)
+    elsewhere = "" if close else _belongs_elsewhere(key, here, value)
+    text = f"unknown key {key!r}" + (close or elsewhere)
+    if fields and not elsewhere:
+        text += (f"; valid keys here: {', '.join(fields)}" if len(fields) <= MAX_LISTED_KEYS else
+                 f"; {parent.__name__} has {len(fields)} keys (`rlspec schema` lists them)")
+    return text
+
+
+def _foreign_text(foreign: Foreign, here: str, value: Any) -> str:
+    if foreign.note:
+        return f"{foreign.origin}'s name; {foreign.note}"
+    return f"{foreign.origin}'s name; rlspec's is `{foreign.target}`: {_where_to_write(foreign.target, here, value)}"
+
+
+def _belongs_elsewhere(key: str, here: str, value: Any) -> str:
+    """` here: it belongs at `rollout.vllm.gpu_memory_utilization`; write ...` for a key of the
+    schema written in the wrong block; `` when the key exists nowhere."""
+    places = [p for p in key_paths(Spec).get(key, []) if p != f"{here}.{key}".lstrip(".")]
+    if not places:
+        return ""
+    inside = [p for p in places if here and p.startswith(here + ".")]
+    best = (inside or places)[0]
+    others = [p for p in places if p != best][:2]
+    also = f" (or {', '.join(f'`{o}`' for o in others)})" if others else ""
+    return f" here: it belongs at `{best}`{also}; {_where_to_write(best, here, value)}"
+
+
+def _where_to_write(target: str, here: str, value: Any) -> str:
+    """`write `kl: {coef: 0.1}` here` when `target` lies below the block the key was written in."""
+    candidates = [target] + ([f"stages[*].{target}"] if target.split(".")[0] in STAGE_DEFAULTED else [])
+    for candidate in candidates:
+        if here and candidate.startswith(here + "."):
+            return f"write `{snippet(candidate[len(here) + 1:], value)}` here"
+    if target.startswith("stages[*]."):
+        return f"set `{snippet(target[len('stages[*].'):], value)}` in each stage"
+    if not here:
+        return f"write `{snippet(target.replace('.<name>', '.NAME'), value)}`"
+    return f"move it to `{target}`"
+
+
+# --- wrong values -------------------------------------------------------------------------------
+
+
+def _not_a_choice(data: Any, at: Path, err: dict, value: Any) -> str:
+    expected = err.get("ctx", {}).get("expected", "")
+    options = [o.strip().strip("'\"") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+    what = _what(_info(field_at(Spec, at, data)))
+    return f"{value!r} is not allowed" + suggest(str(value), options) + f"; use {expected}" + (
+        f" ({what})" if what else "")
+
+
+def _wrong_value(data: Any, at: Path, err: dict, value: Any) -> str:
+    """`expected <type and range> (<what the field is>), got <value>; write e.g. `key: example``."""
+    deep, tp = field_by_loc(Spec, err["loc"])
+    user = field_at(Spec, at, data)
+    own = deep is not None and tp is deep.annotation  # not a list item: the field's own metadata applies
+    limits = bounds(tp, deep.metadata if own else ()) if tp is not None else {}
+    limits = limits or {k: v for k, v in err.get("ctx", {}).items() if k in ("ge", "gt", "le", "lt")}
+    nullable = user is not None and allows_none(user[1].annotation) and not isinstance(at[-1], int)
+    noun = _noun(err, tp, limits, nullable)
+    what = _what(deep) or _what(_info(user))  # the innermost docstring: ConstantTemperature.value's
+    text = f"expected {noun}{f' ({what})' if what else ''}, got {_got(err, value)}"
+    example = _example(err["type"], user, value)
+    return text + (f"; write e.g. `{example}`" if example else "")
+
+
+_NOUNS = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "a text",
+          "list": "a list", "tuple": "a list", "dict": "a map", "date": "a date (YYYY-MM-DD)",
+          "finite": "a finite number"}
+
+
+def _noun(err: dict, tp: Any, limits: dict, nullable: bool) -> str:
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind in ("too_short", "too_long"):
+        count = ctx["min_length"] if kind == "too_short" else ctx["max_length"]
+        many = ("entry" if count == 1 else "entries") if ctx.get("field_type") == "Dictionary" else (
+            "item" if count == 1 else "items")
+        return f"{'at least' if kind == 'too_short' else 'at most'} {count} {many}"
+    if kind in ("string_too_short", "string_too_long"):
+        return "a non-empty text" if ctx.get("min_length") == 1 else (
+            f"a text of at most {ctx.get('max_length')} characters")
+    base = _type_noun(kind, tp)
+    if limits:
+        base += " " + _range(limits)
+    return base + (" or null" if nullable else "")
+
+
+def _type_noun(kind: str, tp: Any) -> str:
+    inner = strip_type(tp)
+    members = kinds_of(tp) if tp is not None else {}
+    if members:
+        number = "constant" in members and "value" in members["constant"].model_fields
+        return ("a number or " if number else "") + f"a map with `kind:` one of {', '.join(sorted(members))}"
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        return f"a map of keys ({', '.join(inner.model_fields)})"
+    family = kind.split("_")[0]
+    if family in _NOUNS:
+        return _NOUNS[family]
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(inner, "a value")
+
+
+def _range(limits: dict) -> str:
+    def num(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else yaml_value(float(x))
+    low = ("[", num(limits["ge"])) if "ge" in limits else ("(", num(limits["gt"])) if "gt" in limits else None
+    high = (num(limits["le"]), "]") if "le" in limits else (num(limits["lt"]), ")") if "lt" in limits else None
+    if low and high:
+        return f"in {low[0]}{low[1]}, {high[0]}{high[1]}"
+    if low:
+        return f"{'≥' if low[0] == '[' else '>'} {low[1]}"
+    return f"{'≤' if high[1] == ']' else '<'} {high[0]}"
+
+
+def _got(err: dict, value: Any) -> str:
+    ctx = err.get("ctx", {})
+    if err["type"] == "too_short":
+        return "none" if not ctx.get("actual_length") else str(ctx["actual_length"])
+    if err["type"] == "too_long":
+        return str(ctx.get("actual_length"))
+    return show(value)
+
+
+def _info(found: tuple[str, Any] | None) -> Any:
+    return found[1] if found is not None else None
+
+
+def _what(info: Any) -> str:
+    """The first sentence of a field's docstring (its FieldInfo's description): what the setting is."""
+    if info is None or not info.description:
+        return ""
+    text = " ".join(info.description.split())
+    first = re.split(r"(?<=[a-z0-9)])\. ", text, maxsplit=1)[0].rstrip(".")
+    if len(first) <= WHAT_LENGTH:
+        return first
+    cut = first[: WHAT_LENGTH - 4].rsplit(" ", 1)[0]
+    while cut.count("(") > cut.count(")"):  # never stop inside a parenthesis
+        cut = cut[: cut.rindex("(")].rstrip()
+    return cut.rstrip(",;:") + " ..."
+
+
+WHAT_LENGTH = 100  # characters of a field's docstring quoted in a message
+
+
+def _example(kind: str, user: tuple[str, Any] | None, value: Any) -> str | None:
+    """`key: value` that would be accepted: the user's scalar in a list, the user's number in a block
+    or quoted as text, else the field's default; None when there is nothing sensible to show."""
+    if user is None:
+        return None
+    name, info = user
+    if kind == "list_type" and not isinstance(value, (dict, list)):
+        return f"{name}: [{yaml_value(value)}]"
+    model = strip_type(info.annotation)
+    if kind == "model_type" and isinstance(model, type) and issubclass(model, BaseModel):
+        return _as_block(name, model, value)
+    if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{name}: \"{value}\""
+    default = None if info.is_required() else info.default
+    if isinstance(default, BaseModel) and "value" in type(default).model_fields:  # a constant schedule
+        default = default.value
+    if isinstance(default, (bool, int, float)) or isinstance(default, str) and default:
+        return f"{name}: {yaml_value(default)}"
+    if isinstance(default, (list, tuple)) and default and all(isinstance(v, (int, float, str)) for v in default):
+        return f"{name}: {yaml_value(default)}"
+    return None
+
+
+def _as_block(name: str, model: type[BaseModel], value: Any) -> str | None:
+    """`kl: 0.1` -> `kl: {coef: 0.1}`: the user's number put into the block's first numeric key."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        fits = (int, float) if isinstance(value, int) else (float,)
+        for field_name, info in model.model_fields.items():
+            if strip_type(info.annotation) in fits:
+                return f"{name}: {{{field_name}: {yaml_value(value)}}}"
+    return None
 
 
 def _where(located: Located, path: Path, override_locs: dict, *, key: bool = False) -> Loc | None:
@@ -274,6 +474,14 @@ def _repair(raw: Any, issues: list[Issue], rounds: int = 4) -> Spec | None:
             return spec
         bad = [i.path for i in found]
     return None
+
+
+def _about_removed(issue: Issue, failed: list[Path]) -> bool:
+    """Whether a check on the repaired spec is about a key removed because it failed (the check saw
+    its default): `stages[1]: set exactly one of `steps` and `epochs`` after `steps: 0` failed."""
+    n = len(issue.path)
+    return any(f == issue.path or len(f) > n and f[:n] == issue.path and f"`{f[n]}`" in issue.message
+               for f in failed)
 
 
 def _delete_deepest_key(data: Any, path: Path) -> None:
@@ -368,7 +576,7 @@ def _explain_missing_path(data: Any, path: Path, text: str) -> str:
             parent = model_at(Spec, path[:n], data)
             fields = sorted(parent.model_fields) if parent else []
             bad = path[n]
-            hint = _suggest(str(bad), fields)
+            hint = suggest(str(bad), fields)
             return f"path {text!r} does not exist: no field {bad!r} under {dotted_path(path[:n]) or 'the spec'}{hint}"
     return f"path {text!r} does not exist"
 
@@ -422,12 +630,23 @@ def _expand(located: Located, base: Spec, issues: list[Issue]) -> list[Cell]:
         if spec is not None:
             label = ",".join(f"{k}={_fmt(v, j)}" for k, v, j in zip(values, values.values(), combo))
             cells.append(Cell(len(cells), label, values, spec))
+    if len(cells) > 1:
+        lands = [(name, path, _lands_at(path, len(base_raw.get("stages", [])))) for name, path, _, _ in axes]
+        for issue in checks.axes_without_effect(lands, [(c.values, c.spec) for c in cells]):
+            issues.append(Issue(issue.path, issue.message, located.loc(issue.path), issue.severity))
     if len(cells) == 1:  # a one-point grid is the same experiment as no grid
         cells = [Cell(0, "base", {}, cells[0].spec)]
     if not cells and not issues:
         issues.append(Issue(("grid", "exclude"), "every grid cell is excluded; nothing would run",
                             located.loc(("grid", "exclude"))))
     return cells
+
+
+def _lands_at(path: Path, stages: int) -> list[Path]:
+    """Where an axis value lands once stage defaults are merged: its own path and, for a top-level
+    `algorithm` / `rollout` value, each stage's copy."""
+    copies = [("stages", s) + path for s in range(stages)] if path[0] in STAGE_DEFAULTED else []
+    return [path, *copies]
 
 
 def _exclusions(located: Located, grid, axes, issues: list[Issue]) -> list[dict[str, Any]]:
@@ -443,7 +662,7 @@ def _exclusions(located: Located, grid, axes, issues: list[Issue]) -> list[dict[
             name = by_name.get(key) or by_written.get(key) or by_path.get(key)
             if name is None:
                 issues.append(Issue(("grid", "exclude", i, key), f"{key!r} is not a grid axis"
-                                    + _suggest(key, list(by_name) + list(by_written)),
+                                    + suggest(key, list(by_name) + list(by_written)),
                                     located.loc(("grid", "exclude", i, key), key=True)))
                 continue
             entry[name] = value

@@ -33,7 +33,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import torch
 
 from rlspec.runtime import tinymodel
-from rlspec.runtime.rollout import Sampling, make_engine
+from rlspec.compiler.jobs import EngineSettings
+from rlspec.runtime.rollout import SamplingParams, make_engine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rollout.json"
 
@@ -49,11 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def settings(engine: str, rows: int) -> dict:
-    return {"engine": engine, "top_p": 1.0, "top_k": -1, "max_prompt_tokens": 256,
-            "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5,
-                     "kv_cache_memory_bytes": 256 << 20, "enforce_eager": True, "max_num_seqs": rows},
-            "hf": {"batch_size": rows}}
+def settings(engine: str, rows: int) -> EngineSettings:
+    return EngineSettings.model_validate({
+        "engine": engine, "max_prompt_tokens": 256,
+        "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5,
+                 "kv_cache_memory_bytes": 256 << 20, "enforce_eager": True, "max_num_seqs": rows},
+        "hf": {"batch_size": rows}})
 
 
 def make_prompts(tokenizer, count: int) -> list[list[int]]:
@@ -66,7 +68,7 @@ def make_prompts(tokenizer, count: int) -> list[list[int]]:
 # --- the four paths; each returns the number of generated tokens --------------------------------
 
 
-def bare_vllm(engine, prompts, sampling: Sampling) -> int:
+def bare_vllm(engine, prompts, sampling: SamplingParams) -> int:
     params = engine.sampling_params(1, sampling)[0]
     outputs = engine.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     results = [(list(c.token_ids), list(c.logprobs.logprobs), c.finish_reason) for o in outputs for c in o.outputs]
@@ -74,7 +76,7 @@ def bare_vllm(engine, prompts, sampling: Sampling) -> int:
 
 
 @torch.inference_mode()
-def bare_hf(engine, prompts, sampling: Sampling) -> int:
+def bare_hf(engine, prompts, sampling: SamplingParams) -> int:
     rows = [p for p in prompts for _ in range(sampling.n)]
     width = max(len(r) for r in rows)
     input_ids = torch.tensor([[engine.pad_id] * (width - len(r)) + r for r in rows])
@@ -88,7 +90,7 @@ def bare_hf(engine, prompts, sampling: Sampling) -> int:
     return sum(len(ids) for ids, _ in results)
 
 
-def ours(engine, prompts, sampling: Sampling) -> int:
+def ours(engine, prompts, sampling: SamplingParams) -> int:
     return engine.generate(prompts, sampling).timing.generated_tokens
 
 
@@ -98,7 +100,7 @@ def timed(fn, *args) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
-def run(paths: dict, prompts, sampling: Sampling, repeats: int) -> dict[str, dict]:
+def run(paths: dict, prompts, sampling: SamplingParams, repeats: int) -> dict[str, dict]:
     """Interleave the paths (load on the shared CPU then hits all alike); best and median tok/s."""
     for fn, engine in paths.values():  # warm-up: vLLM compiles its sampler helpers on first use
         fn(engine, prompts[:4], sampling)
@@ -142,10 +144,11 @@ def main(argv=None) -> None:
         model = args.model or tinymodel.build_tiny_model(Path(tmp) / "tiny")
         rows = args.prompts * args.n
         common = dict(dtype="float32", seed=0, max_model_len=1024)
-        vllm = make_engine(model, engine="vllm", settings=settings("vllm", rows), **common)
-        hf = make_engine(model, engine="hf", settings=settings("hf", rows), **common)
+        vllm = make_engine(model, settings("vllm", rows), **common)
+        hf = make_engine(model, settings("hf", rows), **common)
         prompts = make_prompts(hf.tokenizer, args.prompts)
-        sampling = Sampling(n=args.n, temperature=1.0, max_tokens=args.max_tokens, ignore_eos=True)
+        sampling = SamplingParams(n=args.n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=args.max_tokens,
+                                  ignore_eos=True)
         paths = {"bare_vllm": (bare_vllm, vllm), "ours_vllm": (ours, vllm),
                  "bare_hf": (bare_hf, hf), "ours_hf": (ours, hf)}
         results = run(paths, prompts, sampling, args.repeats)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from rlspec.runtime.data import output
-from rlspec.runtime.data.filters import Context
-from rlspec.runtime.data.funnel import CurateError, apply_filters, funnel_json
+from rlspec.runtime.data.context import Context
+from rlspec.runtime.data.funnel import CurateError
+from rlspec.runtime.data.output import filter_and_write
 from rlspec.runtime.data.sources import SourceError
-from rlspec.runtime.job import Job, JobError, load_job, parse_args
+from rlspec.runtime.job import Job, JobError, load_job, parse_args, spec_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,18 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         output.start(job.output_dir)
         ctx = make_context(job)
         records, sources = read_sources(job, ctx)
-        filter_and_write(job, ctx, records, sources, job.config["filters"], start)
+        filter_and_write(job, ctx, records, sources, job.config.filters, start)
     except (JobError, CurateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def make_context(job: Job, dataset: str | None = None, domain: str | None = None) -> Context:
-    """What filters see: the job's config and inputs, and the spec's folder (for relative paths)."""
-    spec_dir = job.context.get("spec_dir")
-    return Context(dataset=dataset or job.config["dataset"], domain=domain or job.config["domain"],
-                   config=job.config, inputs=job.inputs, spec_dir=Path(spec_dir) if spec_dir else None)
+def make_context(job: Job) -> Context:
+    """What filters see: the seed, grading and sampling settings, the input models and the spec's
+    folder (for relative paths)."""
+    c = job.config
+    return Context(dataset=c.dataset, domain=c.domain, seed=c.seed, grading=c.grading, inference=c.inference,
+                   inputs=job.inputs, spec_dir=spec_dir(job))
 
 
 def read_sources(job: Job, ctx: Context) -> tuple[list[dict], list[dict]]:
@@ -56,7 +57,7 @@ def read_sources(job: Job, ctx: Context) -> tuple[list[dict], list[dict]]:
     records: list[dict] = []
     counts: list[dict] = []
     seen: set[str] = set()
-    for i, source in enumerate(job.config["sources"]):
+    for i, source in enumerate(job.config.sources):
         try:
             rows = ctx.read(source, ctx.domain)
         except SourceError as exc:
@@ -66,25 +67,10 @@ def read_sources(job: Job, ctx: Context) -> tuple[list[dict], list[dict]]:
                 r["id"] = f"{r['id']}#{i + 1}"
             seen.add(r["id"])
         records += rows
-        counts.append({"uri": source["uri"], "records": len(rows)})
+        counts.append({"uri": source.uri, "records": len(rows)})
     if not records:
         raise CurateError(f"dataset {ctx.dataset!r}: its sources hold no records ({counts}); check the uris and splits")
     return records, counts
-
-
-def filter_and_write(job: Job, ctx: Context, records: list[dict], sources: list[dict], filters: list[dict],
-                     start: float) -> None:
-    """Apply the filters and write every output; on failure the funnel so far is still written."""
-    try:
-        records, steps = apply_filters(records, filters, ctx)
-    except CurateError as exc:
-        output.write_funnel(job.output_dir, funnel_json(ctx.dataset, ctx.domain, sources, exc.steps, 0, str(exc)))
-        raise
-    funnel = funnel_json(ctx.dataset, ctx.domain, sources, steps, len(records))
-    summary = {"kind": job.kind, "id": job.id, "label": job.label, "dataset": ctx.dataset, "input": funnel["input"],
-               "seconds": round(time.perf_counter() - start, 2)}
-    output.finish(job.output_dir, records, funnel, summary)
-    print(f"{job.label}: {funnel['input']} records in, {len(records)} kept -> {job.output_dir}/prompts.parquet")
 
 
 if __name__ == "__main__":

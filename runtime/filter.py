@@ -12,8 +12,8 @@ is a DAG job of its own so its (expensive) result is cached and shared like any 
 How: the same `pass_rate` code as curation (`runtime/data/passrate.py`), so "solved" means what it
 means to the trainer. Run by the compiled workflow from the build folder:
     python -m rlspec.runtime.filter --job jobs/filter/<id>.json --context context.json
-The policy is `<inputs.policy>/model` (the previous train job) or, for the first stage, the spec's
-model path (`base_model`).
+The policy is `<inputs.policy>/model`: the previous train job's, or for the first stage the
+`model` job's.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from rlspec.runtime.curate import filter_and_write, make_context
 from rlspec.runtime.data import output
+from rlspec.runtime.data.context import Context
 from rlspec.runtime.data.funnel import CurateError
 from rlspec.runtime.data.records import read_prompts
-from rlspec.runtime.job import Job, JobError, load_job, parse_args
+from rlspec.runtime.data.output import filter_and_write
+from rlspec.runtime.job import Job, JobError, load_job, parse_args, spec_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         job = load_job(args.job, "filter", args.context)
         output.start(job.output_dir)
         records, sources, names = read_data(job)
-        ctx = make_context(job, dataset="+".join(names), domain="+".join(sorted({r["domain"] for r in records})))
-        filter_and_write(job, ctx, records, sources, [pass_rate_entry(job)], start)
+        c = job.config
+        ctx = Context(dataset=f"{'+'.join(names)} before {c.stage}", domain="+".join(sorted({r["domain"] for r in records})), seed=c.seed,
+                      grading=c.grading, inference=c.inference, inputs=job.inputs, spec_dir=spec_dir(job))
+        filter_and_write(job, ctx, records, sources, [c.pass_rate], start)
     except (JobError, CurateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -57,15 +60,6 @@ def read_data(job: Job) -> tuple[list[dict], list[dict], list[str]]:
         records += rows
         sources.append({"uri": str(folder / "prompts.parquet"), "records": len(rows)})
     return records, sources, names
-
-
-def pass_rate_entry(job: Job) -> dict:
-    """The stage filter as a curation `pass_rate` filter on the policy entering the stage."""
-    c = job.config
-    base = c.get("base_model") or {}
-    return {"kind": "pass_rate", "policy": {"initial": True, "path": base.get("path"), "revision": base.get("revision")},
-            "k": c["k"], "min": c["min"], "max": c["max"], "max_response_tokens": c["max_response_tokens"],
-            "temperature": c["temperature"], "top_p": c["top_p"], "majority": False, "min_response_tokens": None}
 
 
 if __name__ == "__main__":

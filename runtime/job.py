@@ -3,6 +3,8 @@
 A job file (`jobs/<kind>/<id>.json`, written by `rlspec compile`) holds the resolved config of one
 DAG job and the folders of the jobs it depends on. Its id is the hash of its config and its inputs'
 ids, so `load_job` recomputes it: a hand-edited or corrupted job file is refused, not silently run.
+The config is validated against its kind's typed model (`rlspec.compiler.jobs`) and handed to the
+program as that model: programs read attributes, and a config that lacks a field is refused here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlspec.compiler.plan import content_hash
+from pydantic import ValidationError
+
+from rlspec.runtime.atomic import write_json_atomic  # noqa: F401  (re-exported: every program writes done.json with it)
+
+from rlspec.compiler.hashing import content_hash
+from rlspec.compiler.jobs import CONFIGS
 
 REQUIRED = ("kind", "id", "label", "config", "inputs", "output_dir")
 
@@ -28,7 +35,7 @@ class Job:
     kind: str
     id: str
     label: str
-    config: dict[str, Any]
+    config: Any  # the kind's model from rlspec.compiler.jobs (ModelJob, TrainJob, ...)
     inputs: dict[str, Any]
     output_dir: Path
     context: dict[str, Any]
@@ -60,13 +67,41 @@ def load_job(path: str | Path, kind: str, context: str | Path | None = None) -> 
     if expected != doc["id"]:
         raise JobError(f"{path}: content does not match its id {doc['id']} (hash {expected}); the file was edited "
                        "after compilation -- change the spec and recompile instead")
+    try:
+        config = CONFIGS[kind].model_validate(doc["config"])
+    except ValidationError as exc:
+        raise JobError(f"{path}: its config does not match the {kind} job contract of this rlspec version "
+                       f"({exc.error_count()} problems; first: {_first_error(exc)}); recompile with `rlspec compile`") from None
     ctx: dict[str, Any] = {}
     if context is not None:
         try:
             ctx = json.loads(Path(context).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise JobError(f"{context}: not a readable context file ({exc})") from None
-    return Job(doc["kind"], doc["id"], doc["label"], doc["config"], doc["inputs"], Path(doc["output_dir"]), ctx, path)
+    return Job(doc["kind"], doc["id"], doc["label"], config, doc["inputs"], Path(doc["output_dir"]), ctx, path)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+def spec_dir(job: Job) -> Path | None:
+    """The spec's folder (from the build's context.json): relative local paths in a job config are
+    relative to it."""
+    found = job.context.get("spec_dir")
+    return Path(found) if found else None
+
+
+def model_dir(job: Job, role: str = "policy") -> Path:
+    """The model folder (weights and tokenizer) of input `role`: every job that loads a model reads
+    it here, whether a `model` job built, fetched or linked it, or a train job wrote it."""
+    if role not in job.inputs:
+        raise JobError(f"{job.path}: the job has no {role!r} input; recompile with `rlspec compile`")
+    path = Path(job.inputs[role]) / "model"
+    if not (path / "config.json").is_file():
+        raise JobError(f"input model {path} is missing (no config.json); did the job that writes it finish?")
+    return path
 
 
 def fault_point(name: str) -> None:
@@ -75,19 +110,6 @@ def fault_point(name: str) -> None:
     if os.environ.get("RLSPEC_FAULT") == name:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON under a temporary name, fsync, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def parse_args(kind: str, argv: list[str] | None = None) -> argparse.Namespace:

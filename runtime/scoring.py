@@ -8,10 +8,14 @@ from the spec's resolved `reward` block and the answer extraction from `model.an
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from rlspec.compiler.jobs import Grading
 from rlspec.runtime.reward import Grade, grade_code, grade_math
+
+log = logging.getLogger(__name__)
 
 
 def record_domain(record: dict[str, Any], default: str | None = None) -> str:
@@ -29,31 +33,58 @@ def record_tests(record: dict[str, Any]) -> list[dict]:
     return [dict(t) for t in (tests or [])]
 
 
-def score(records: Sequence[dict[str, Any]], responses: Sequence[str], *, reward: dict[str, Any],
-          answer: dict[str, Any], domains: Sequence[str] | None = None, workers: int | None = None) -> list[Grade]:
-    """One Grade per response, in order. `records[i]` is the problem response i answers."""
+def score(records: Sequence[dict[str, Any]], responses: Sequence[str], grading: Grading, *,
+          domains: Sequence[str] | None = None, workers: int | None = None) -> list[Grade]:
+    """One Grade per response, in order. `records[i]` is the problem response i answers.
+
+    Never raises for a response: a grader that raises on a batch is retried item by item, and an
+    item whose grading raises gets status `error` (reward 0, the exception in `detail`), so one
+    response a policy produced cannot end a train, filter or bench job. The train job counts these
+    (`grader_errors`) and stops past `algorithm.health.max_grader_error_rate`."""
     if len(records) != len(responses):
         raise ValueError(f"{len(records)} records but {len(responses)} responses")
     domains = list(domains) if domains is not None else [record_domain(r) for r in records]
-    grades: list[Grade | None] = [None] * len(responses)
-    math_idx = [i for i, d in enumerate(domains) if d == "math"]
-    code_idx = [i for i, d in enumerate(domains) if d == "code"]
-    if math_idx:
-        timeout = max(1, int(round(reward["math_timeout_s"])))
-        found = grade_math([responses[i] for i in math_idx], [str(records[i]["answer"]) for i in math_idx],
-                           think_end=answer["think_end"], fallbacks=tuple(answer.get("math_fallback_patterns", ())),
-                           timeout=timeout, workers=workers)
-        for i, g in zip(math_idx, found):
-            grades[i] = g
-    if code_idx:
-        limits = [float(records[i].get("time_limit_s") or reward["code_time_limit_s"]) for i in code_idx]
-        found = grade_code([responses[i] for i in code_idx], [record_tests(records[i]) for i in code_idx],
-                           think_end=answer["think_end"], time_limit=limits,
-                           total_time_limit=reward["code_total_time_limit_s"], memory_mb=reward["code_memory_mb"],
-                           workers=workers)
-        for i, g in zip(code_idx, found):
-            grades[i] = g
-    unknown = [d for d in domains if d not in ("math", "code")]
+    unknown = sorted({d for d in domains if d not in GRADERS})
     if unknown:
-        raise ValueError(f"unknown domain(s) {sorted(set(unknown))}: records must be math or code")
+        raise ValueError(f"unknown domain(s) {unknown}: records must be {' or '.join(GRADERS)}")
+    grades: list[Grade | None] = [None] * len(responses)
+    for domain, grader in GRADERS.items():
+        idx = [i for i, d in enumerate(domains) if d == domain]
+        if idx:
+            for i, g in zip(idx, _guarded(grader, records, responses, idx, grading, workers)):
+                grades[i] = g
     return grades  # type: ignore[return-value]
+
+
+def _guarded(grader, records, responses, idx: list[int], grading: Grading, workers: int | None) -> list[Grade]:
+    try:
+        return grader([records[i] for i in idx], [responses[i] for i in idx], grading, workers)
+    except Exception:  # noqa: BLE001 - any grader failure; isolate the item(s) that cause it
+        if len(idx) == 1:
+            raise
+    out = []
+    for i in idx:
+        try:
+            out.extend(grader([records[i]], [responses[i]], grading, workers))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("grading item %s raised %s: %s", records[i].get("id"), type(exc).__name__, exc)
+            out.append(Grade(0.0, "error", detail=f"the grader raised {type(exc).__name__}: {str(exc)[:300]}"))
+    return out
+
+
+def _grade_math(records, responses, grading: Grading, workers: int | None) -> list[Grade]:
+    answer = grading.answer
+    return grade_math(list(responses), [str(r["answer"]) for r in records], think_end=answer.think_end,
+                      fallbacks=tuple(answer.math_fallback_patterns),
+                      timeout=max(1, int(round(grading.reward.math_timeout_s))), workers=workers)
+
+
+def _grade_code(records, responses, grading: Grading, workers: int | None) -> list[Grade]:
+    reward = grading.reward
+    return grade_code(list(responses), [record_tests(r) for r in records], think_end=grading.answer.think_end,
+                      time_limit=[float(r.get("time_limit_s") or reward.code_time_limit_s) for r in records],
+                      total_time_limit=reward.code_total_time_limit_s, memory_mb=reward.code_memory_mb,
+                      workers=workers)
+
+
+GRADERS = {"math": _grade_math, "code": _grade_code}

@@ -43,8 +43,9 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    """Shape of the tiny Qwen2 model and its tokenizer (defaults: ~0.3 M parameters)."""
+    """Shape of the tiny model and its tokenizer (defaults: ~0.3 M parameters)."""
 
+    family: str = "qwen2"  # transformers architecture: qwen2 or llama (spec: from_scratch.architecture.family)
     hidden: int = 128
     layers: int = 2
     heads: int = 4
@@ -104,12 +105,29 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
     return hf_tok
 
 
-def build_model(tokenizer, cfg: TinyModelConfig):
-    """A randomly initialised Qwen2 causal LM sized by `cfg`, wired to `tokenizer`'s special ids."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+class ChatTemplate:
+    """The tiny tokenizer's chat template, rendered without a tokenizer: the `model` job renders
+    warm-up prompts before the tokenizer that will carry this template has been trained."""
 
-    config = Qwen2Config(
+    def __init__(self, template: str = CHAT_TEMPLATE):
+        import jinja2
+        self._template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template)
+
+    def apply_chat_template(self, messages, *, tokenize: bool = False, add_generation_prompt: bool = False):
+        assert not tokenize, "ChatTemplate renders text only"
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+
+def build_model(tokenizer, cfg: TinyModelConfig):
+    """A randomly initialised causal LM of `cfg.family` sized by `cfg`, wired to `tokenizer`'s special ids."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    families = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+    if cfg.family not in families:
+        raise ValueError(f"family {cfg.family!r}: this version builds {sorted(families)}")
+    config_cls, model_cls = families[cfg.family]
+    config = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden,
         intermediate_size=cfg.ffn,
@@ -126,7 +144,7 @@ def build_model(tokenizer, cfg: TinyModelConfig):
     # caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = Qwen2ForCausalLM(config)
+        model = model_cls(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -152,7 +170,8 @@ def _parse_args(argv=None) -> tuple[Path, TinyModelConfig]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     for name, default in asdict(TinyModelConfig()).items():
-        kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(default, bool) else int
+        kind = ((lambda s: s.lower() in ("1", "true", "yes")) if isinstance(default, bool)
+                else type(default))
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     args = vars(parser.parse_args(argv))
     return args.pop("out"), TinyModelConfig(**args)

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rlspec.runtime.atomic import write_text_atomic
 from rlspec.runtime.job import Job
+from rlspec.runtime.metricsfile import read_metrics
 
 
 class Tracker:
@@ -28,10 +30,8 @@ class Tracker:
         """Drop metric lines past `step` (left by a run killed after its last checkpoint)."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        keep = [row for row in read_metrics(self.path) if row["step"] <= step]  # a torn last line goes too
+        write_text_atomic(self.path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in keep))
 
     def log(self, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -64,5 +64,5 @@ def _wandb_run(job: Job):
     tags = [job.kind, *[f"{k}={v}" for k, v in cell["values"].items()], *tracking.get("tags", [])]
     return wandb.init(project=tracking.get("project"), entity=tracking.get("entity"), mode=tracking.get("mode"),
                       group=group[:128], name=job.label, id=job.id, resume="allow", job_type=job.kind,
-                      tags=[t[:64] for t in tags], config={"job": job.config, "cells": mine, "grid": cell["values"]},
+                      tags=[t[:64] for t in tags], config={"job": job.config.model_dump(mode="json"), "cells": mine, "grid": cell["values"]},
                       dir=os.getcwd(), settings=wandb.Settings(silent=True, init_timeout=90))

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from rlspec.runtime.grpo import distributed
-    ranks = int(job.config["ranks"])
+    ranks = job.config.ranks
     if ranks > 1 and not distributed.launched():
         return distributed.relaunch_under_torchrun(ranks, argv)
     from rlspec.runtime.grpo.trainer import Trainer, TrainError

@@ -21,62 +21,13 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from rlspec.compiler.jobs import DataSource
+
+from .context import Context, FilterError, Verdicts
 from .records import field_value
-from .sources import SourceError, read_source
-
-Verdicts = list["str | None"]
-
-
-class FilterError(ValueError):
-    """A filter that cannot run; the message says what is missing."""
-
-
-@dataclass
-class Context:
-    """What filters may need besides their own config: the job's settings and lazily loaded helpers."""
-
-    dataset: str
-    domain: str
-    config: dict[str, Any]  # the whole job config (prompt, answer, reward, engine, seed, ...)
-    inputs: dict[str, Any] = field(default_factory=dict)
-    spec_dir: Path | None = None
-    _tokenizer: Any = None
-
-    def read(self, source: dict[str, Any], domain: str, prompts_only: bool = False) -> list[dict[str, Any]]:
-        return read_source(source, domain, spec_dir=self.spec_dir, seed=self.config.get("seed"),
-                           prompts_only=prompts_only)
-
-    def tokenizer(self):
-        """The policy's tokenizer (model.tokenizer, else the initial policy's), loaded once."""
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-            name = self.config.get("tokenizer") or initial_policy_path(self)
-            if name is None:
-                raise FilterError("counting tokens needs the policy's tokenizer, but the job names none; "
-                                  "set model.tokenizer in the spec")
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(strip_hf(name))
-            except (OSError, ValueError) as exc:
-                raise FilterError(f"cannot load the tokenizer {name!r} ({type(exc).__name__}: {exc})") from None
-        return self._tokenizer
-
-
-def strip_hf(name: str) -> str:
-    return name[len("hf://"):] if name.startswith("hf://") else name
-
-
-def initial_policy_path(ctx: Context) -> str | None:
-    """The spec's starting model: the `model` job's folder for a from-scratch model, else its path."""
-    if ctx.inputs.get("policy"):
-        return str(Path(ctx.inputs["policy"]) / "model")
-    for f in ctx.config.get("filters", []):
-        if f.get("kind") == "pass_rate" and f["policy"]["initial"] and f["policy"]["path"]:
-            return f["policy"]["path"]
-    return None
+from .sources import SourceError
 
 
 def _each(records: Sequence[dict], test: Callable[[dict], str | None]) -> Verdicts:
@@ -187,7 +138,7 @@ def language(records, cfg, ctx) -> Verdicts:
     """Drop a record only when langid is confident it is not one of `keep`; formulas, numbers and
     one-letter variables are removed first (they make short English look like other languages)."""
     ident = _language_identifier()
-    keep = set(cfg["keep"])
+    keep = set(cfg.keep)
 
     def test(r: dict) -> str | None:
         text = _MATH_NOISE.sub(" ", r["prompt"])
@@ -201,14 +152,14 @@ def language(records, cfg, ctx) -> Verdicts:
 
 
 def length(records, cfg, ctx) -> Verdicts:
-    unit = cfg["unit"]
+    unit = cfg.unit
     if unit == "tokens":
         tok = ctx.tokenizer()
         sizes = [len(ids) for ids in tok([r["prompt"] for r in records], add_special_tokens=False)["input_ids"]] \
             if records else []
     else:
         sizes = [len(r["prompt"].strip()) for r in records]
-    lo, hi = cfg["min"], cfg["max"]
+    lo, hi = cfg.min, cfg.max
     return [f"{n} {unit} < min {lo}" if n < lo else f"{n} {unit} > max {hi}" if hi is not None and n > hi else None
             for n in sizes]
 
@@ -238,14 +189,13 @@ def answer_parseable(records, cfg, ctx) -> Verdicts:
 
 
 def min_tests(records, cfg, ctx) -> Verdicts:
-    return [f"{len(r['tests'])} test(s) < min {cfg['min']}" if len(r["tests"]) < cfg["min"] else None for r in records]
+    return [f"{len(r['tests'])} test(s) < min {cfg.min}" if len(r["tests"]) < cfg.min else None for r in records]
 
 
 def date_cutoff(records, cfg, ctx) -> Verdicts:
     """Keep problems released in [after, before). A problem with no date is dropped: its release
     cannot be shown to predate the benchmark window (contamination)."""
-    before = dt.date.fromisoformat(cfg["before"]) if cfg.get("before") else None
-    after = dt.date.fromisoformat(cfg["after"]) if cfg.get("after") else None
+    before, after = cfg.before, cfg.after
 
     def test(r: dict) -> str | None:
         if r.get("release_date") is None:
@@ -281,7 +231,7 @@ def dedup_exact(records, cfg, ctx) -> Verdicts:
     seen: dict[tuple[str, str], str] = {}
     out: Verdicts = []
     for r in records:
-        keys = [(f, normalised_text(v)) for f in cfg["fields"] if (v := field_value(r, f)) not in (None, "")]
+        keys = [(f, normalised_text(v)) for f in cfg.fields if (v := field_value(r, f)) not in (None, "")]
         keys = [k for k in keys if k[1]]
         first = next((k for k in keys if k in seen), None)
         out.append(f"same {first[0]} as an earlier record: {seen[first]}" if first else None)
@@ -293,7 +243,7 @@ def dedup_exact(records, cfg, ctx) -> Verdicts:
 
 def dedup_near(records, cfg, ctx) -> Verdicts:
     from .ngrams import near_duplicates
-    twins = near_duplicates([r["prompt"] for r in records], cfg["threshold"], cfg["num_perm"], cfg["shingle"])
+    twins = near_duplicates([r["prompt"] for r in records], cfg.threshold, cfg.num_perm, cfg.shingle)
     return [None if t is None else f"near-duplicate of an earlier record: {records[t]['id']}" for t in twins]
 
 
@@ -301,22 +251,22 @@ def decontaminate(records, cfg, ctx) -> Verdicts:
     """Drop records sharing a word n-gram with an item of the spec's benchmarks or extra files."""
     from .ngrams import NgramIndex
     items = []
-    for name, bench in sorted(cfg["benchmarks"].items()):
+    for name, bench in sorted(cfg.benchmarks.items()):
         try:
-            rows = ctx.read(bench["source"], bench["domain"], prompts_only=True)
+            rows = ctx.read(bench.source, bench.domain, prompts_only=True)
         except SourceError as exc:
             raise FilterError(f"benchmark {name!r}: {exc}") from None
         items += [(name, r["id"], r["prompt"]) for r in rows]
-    for path in cfg["extra_files"]:
+    for extra in cfg.extra_files:
         try:
-            rows = ctx.read({"uri": path}, ctx.domain, prompts_only=True)
+            rows = ctx.read(DataSource(uri=extra.path, sha256=extra.sha256), ctx.domain, prompts_only=True)
         except SourceError as exc:
             raise FilterError(f"extra file: {exc}") from None
-        items += [(path, r["id"], r["prompt"]) for r in rows]
+        items += [(extra.path, r["id"], r["prompt"]) for r in rows]
     if not items:
         return [None] * len(records)
-    matches = NgramIndex(cfg["n"], items).first_matches([r["prompt"] for r in records])
-    return [None if m is None else f"{cfg['n']}-gram overlap with {m.benchmark}: item {m.item}: {m.ngram!r}"
+    matches = NgramIndex(cfg.n, items).first_matches([r["prompt"] for r in records])
+    return [None if m is None else f"{cfg.n}-gram overlap with {m.benchmark}: item {m.item}: {m.ngram!r}"
             for m in matches]
 
 

@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .filters import Context, FilterError, get_filter
+from .context import Context, FilterError
+from .filters import get_filter
 
 EXAMPLES = 3
 PROMPT_CHARS = 160
@@ -56,19 +57,19 @@ def where(ctx: Context, index: int, kind: str) -> str:
 def apply_filters(records: list[dict], filters: list[dict], ctx: Context) -> tuple[list[dict], list[Step]]:
     steps: list[Step] = []
     for index, cfg in enumerate(filters, 1):
-        step = Step(cfg["kind"], index, len(records))
+        step = Step(cfg.kind, index, len(records))
         start = time.perf_counter()
         try:
-            verdicts = get_filter(cfg["kind"])(records, cfg, ctx)
+            verdicts = get_filter(cfg.kind)(records, cfg, ctx)
         except FilterError as exc:
-            raise CurateError(f"{where(ctx, index, cfg['kind'])}: {exc}", steps) from None
-        assert len(verdicts) == len(records), f"filter {cfg['kind']} gave {len(verdicts)} verdicts for {len(records)}"
+            raise CurateError(f"{where(ctx, index, cfg.kind)}: {exc}", steps) from None
+        assert len(verdicts) == len(records), f"filter {cfg.kind} gave {len(verdicts)} verdicts for {len(records)}"
         kept = [r for r, why in zip(records, verdicts) if why is None]
         _account(step, records, verdicts, time.perf_counter() - start)
         steps.append(step)
         records = kept
         if not records:
-            raise CurateError(f"{where(ctx, index, cfg['kind'])}: no records left ({step.records_in} in, all dropped; "
+            raise CurateError(f"{where(ctx, index, cfg.kind)}: no records left ({step.records_in} in, all dropped; "
                               f"top reasons: {_top(step.reasons)}); loosen this filter or add data",
                               steps)
     return records, steps

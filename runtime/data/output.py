@@ -11,14 +11,18 @@ complete-looking `prompts.parquet` from this run.
 
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rlspec.runtime.job import write_json_atomic
+from rlspec.runtime.atomic import write_json_atomic, write_text_atomic
 
-from .funnel import funnel_markdown
+from .context import Context
+from .funnel import CurateError, apply_filters, funnel_json, funnel_markdown
 from .records import write_prompts
+
+if TYPE_CHECKING:
+    from rlspec.runtime.job import Job
 
 
 OUTPUTS = ("done.json", "prompts.parquet", "funnel.json", "funnel.md")
@@ -31,15 +35,6 @@ def start(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_funnel(out_dir: Path, funnel: dict[str, Any]) -> None:
     write_json_atomic(out_dir / "funnel.json", funnel)
     write_text_atomic(out_dir / "funnel.md", funnel_markdown(funnel))
@@ -50,3 +45,18 @@ def finish(out_dir: Path, records: list[dict], funnel: dict[str, Any], summary: 
     write_prompts(out_dir / "prompts.parquet", records, domains)
     write_funnel(out_dir, funnel)
     write_json_atomic(out_dir / "done.json", {**summary, "records": len(records), "domains": domains})
+
+
+def filter_and_write(job: Job, ctx: Context, records: list[dict], sources: list[dict], filters: list,
+                     start: float) -> None:
+    """Apply the filters and write every output; on failure the funnel so far is still written."""
+    try:
+        records, steps = apply_filters(records, filters, ctx)
+    except CurateError as exc:
+        write_funnel(job.output_dir, funnel_json(ctx.dataset, ctx.domain, sources, exc.steps, 0, str(exc)))
+        raise
+    funnel = funnel_json(ctx.dataset, ctx.domain, sources, steps, len(records))
+    summary = {"kind": job.kind, "id": job.id, "label": job.label, "dataset": ctx.dataset, "input": funnel["input"],
+               "seconds": round(time.perf_counter() - start, 2)}
+    finish(job.output_dir, records, funnel, summary)
+    print(f"{job.label}: {funnel['input']} records in, {len(records)} kept -> {job.output_dir}/prompts.parquet")

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .filters import Context, FilterError, Verdicts, strip_hf
+from rlspec.compiler.jobs import PassRate
+
+from .context import Context, FilterError, Verdicts
 from .records import field_value
 
 GENERATE_CHUNK = 256  # prompts per engine call: bounds memory, the engine batches within a call
@@ -47,16 +49,16 @@ class Measured:
 # ----------------------------------------------------------------------------------------------
 
 
-def grade(records: Sequence[dict], responses: Sequence[str], config: dict[str, Any]) -> list:
+def grade(records: Sequence[dict], responses: Sequence[str], ctx: Context) -> list:
     """One `Grade` per (record, response) pair with the spec's reward limits and answer extraction,
     through the grading entry point training and benchmarks use."""
     from rlspec.runtime.scoring import score
-    return score(records, responses, reward=config["reward"], answer=config["answer"])
+    return score(records, responses, ctx.needs("grading"))
 
 
-def as_response(code: str, config: dict[str, Any]) -> str:
+def as_response(code: str, ctx: Context) -> str:
     """A program written as a policy answer, so the grader extracts it exactly as it would a model's."""
-    think_end = config["answer"]["think_end"]
+    think_end = ctx.needs("grading").answer.think_end
     return f"{think_end or ''}\n```python\n{code}\n```"
 
 
@@ -65,39 +67,29 @@ def as_response(code: str, config: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def policy_path(policy: dict[str, Any], ctx: Context) -> str:
-    """The model folder or hub id to sample from, for a resolved `policy` block of a pass_rate entry."""
-    if policy["initial"] and ctx.inputs.get("policy"):
-        return str(Path(ctx.inputs["policy"]) / "model")
-    if not policy["path"]:
-        raise FilterError("no policy to sample from: the job has neither a policy input nor a model path")
-    name = strip_hf(policy["path"])
-    local = Path(name) if ctx.spec_dir is None else ctx.spec_dir / name
-    return str(local) if local.is_dir() else name
-
-
-def measure(records: Sequence[dict], model: str, *, k: int, temperature: float, top_p: float, max_tokens: int,
-            config: dict[str, Any], seed: int) -> list[Measured | str]:
-    """Sample and grade k responses per record; a string instead of a result is why it could not be
-    sampled (its prompt does not fit)."""
+def measure(records: Sequence[dict], model: Path, rate: PassRate, ctx: Context) -> list[Measured | str]:
+    """Sample and grade `rate.k` responses per record; a string instead of a result is why it could
+    not be sampled (its prompt does not fit)."""
     from rlspec.runtime.prompts import render_prompt
-    from rlspec.runtime.rollout import make_engine
-    settings = {key: v for key, v in config["engine"].items() if key != "temperature"}
+    from rlspec.runtime.rollout import SamplingParams, make_engine
+    inf = ctx.needs("inference")
     try:
-        engine = make_engine(model, engine=settings["engine"], dtype=config["dtype"], seed=seed,
-                             max_model_len=config["max_context"], settings=settings)
+        engine = make_engine(model, inf.rollout, dtype=inf.dtype, seed=ctx.seed, max_model_len=inf.max_context)
     except (OSError, ValueError, ImportError) as exc:
-        raise FilterError(f"cannot start the {settings['engine']} engine on {model!r} ({type(exc).__name__}: {exc})") from None
+        raise FilterError(f"cannot start the {inf.rollout.engine} engine on {str(model)!r} "
+                          f"({type(exc).__name__}: {exc})") from None
     with engine:
-        prompts = [render_prompt(r, r["domain"], config["prompt"], engine.tokenizer) for r in records]
-        out: list[Measured | str] = list(_too_long(engine, prompts, max_tokens))
+        prompts = [render_prompt(r, r["domain"], inf.prompt, engine.tokenizer) for r in records]
+        out: list[Measured | str] = list(_too_long(engine, prompts, rate.max_response_tokens))
         todo = [i for i, o in enumerate(out) if o is None]
-        sampling = engine.make_sampling(n=k, temperature=temperature, max_tokens=max_tokens, top_p=top_p, seed=seed)
+        # top-k is off: pass-rate filters sample with temperature and top-p only
+        sampling = SamplingParams(n=rate.k, temperature=rate.temperature, top_p=rate.top_p, top_k=-1,
+                                  max_tokens=rate.max_response_tokens, seed=ctx.seed)
         for start in range(0, len(todo), GENERATE_CHUNK):
             chunk = todo[start:start + GENERATE_CHUNK]
-            rollout = engine.generate([prompts[i] for i in chunk], sampling)
-            for i, samples in zip(chunk, rollout):
-                out[i] = _score(records[i], samples, config)
+            generations = engine.generate([prompts[i] for i in chunk], sampling)
+            for i, samples in zip(chunk, generations):
+                out[i] = _score(records[i], samples, ctx)
     return out
 
 
@@ -112,8 +104,8 @@ def _too_long(engine, prompts: list[str], max_tokens: int):
                else "empty prompt: 0 tokens" if n == 0 else None)
 
 
-def _score(record: dict, samples: list, config: dict[str, Any]) -> Measured:
-    grades = grade([record] * len(samples), [s.text for s in samples], config)
+def _score(record: dict, samples: list, ctx: Context) -> Measured:
+    grades = grade([record] * len(samples), [s.text for s in samples], ctx)
     ok = [g.reward > 0 for g in grades]
     answers = Counter(g.answer for g in grades if g.answer is not None)
     majority_ok = False
@@ -145,14 +137,16 @@ def annotate(records: Sequence[dict], results: Sequence[Measured | str], model: 
             r["meta"]["pass_rate"] = {"policy": model, "k": m.k, "correct": m.correct, "rate": m.rate}
 
 
-def pass_rate(records, cfg, ctx: Context) -> Verdicts:
-    model = policy_path(cfg["policy"], ctx)
-    if cfg["max_response_tokens"] is None:
-        raise FilterError("max_response_tokens is not set and no stage uses this dataset; set it on the filter")
-    results = measure(records, model, k=cfg["k"], temperature=cfg["temperature"], top_p=cfg["top_p"],
-                      max_tokens=cfg["max_response_tokens"], config=ctx.config, seed=ctx.config["seed"])
-    annotate(records, results, model)
-    return [rate_verdict(m, cfg["min"], cfg["max"], cfg["majority"], cfg["min_response_tokens"]) for m in results]
+def pass_rate(records, cfg: PassRate, ctx: Context) -> Verdicts:
+    model = ctx.model_dir(cfg.model)
+    results = measure(records, model, cfg, ctx)
+    annotate(records, results, _model_label(model))
+    return [rate_verdict(m, cfg.min, cfg.max, cfg.majority, cfg.min_response_tokens) for m in results]
+
+
+def _model_label(model: Path) -> str:
+    """What `meta.pass_rate.policy` records: the folder of the job that holds the model."""
+    return model.parent.as_posix()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ def validate_tests(records, cfg, ctx: Context) -> Verdicts:
     solutions = [_solution(r) for r in records]
     idx = [i for i, s in enumerate(solutions) if s is not None]
     out: Verdicts = ["no reference solution (map one with `fields: {solution: <column>}`)"] * len(records)
-    grades = grade([records[i] for i in idx], [as_response(solutions[i], ctx.config) for i in idx], ctx.config)
+    grades = grade([records[i] for i in idx], [as_response(solutions[i], ctx) for i in idx], ctx)
     for i, g in zip(idx, grades):
         out[i] = None if g.status == "pass" else f"reference solution fails its tests: {g.status} ({g.detail[:120]})"
     return out
@@ -203,7 +197,7 @@ def _wrong_programs(record: dict) -> dict[str, str]:
 
 def weak_tests(records, cfg, ctx: Context) -> Verdicts:
     pairs = [(i, label, code) for i, r in enumerate(records) if r["tests"] for label, code in _wrong_programs(r).items()]
-    grades = grade([records[i] for i, _, _ in pairs], [as_response(code, ctx.config) for _, _, code in pairs], ctx.config)
+    grades = grade([records[i] for i, _, _ in pairs], [as_response(code, ctx) for _, _, code in pairs], ctx)
     out: Verdicts = [None] * len(records)
     for (i, label, _), g in zip(pairs, grades):
         if g.status == "pass" and out[i] is None:

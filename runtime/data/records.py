@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlspec.runtime.atomic import temp_path
+
 COMMON = ("id", "prompt", "source", "domain", "meta")
 SCHEMA = {
     "math": ("id", "prompt", "answer", "source", "domain", "meta"),
@@ -223,7 +225,7 @@ def write_prompts(path: str | Path, records: Sequence[dict[str, Any]], domains: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = _arrow_schema(sorted(set(domains)))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             for start in range(0, max(len(records), 1), ROW_GROUP):

@@ -26,6 +26,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from rlspec.compiler.jobs import DataSource
+
 from .builtin import BuiltinError, generate
 from .records import REQUIRED, RecordError, normalise
 
@@ -36,13 +38,13 @@ class SourceError(ValueError):
     """A source that cannot be read; the message names the source."""
 
 
-def read_source(source: dict[str, Any], domain: str, *, spec_dir: str | Path | None = None,
+def read_source(source: DataSource, domain: str, *, spec_dir: str | Path | None = None,
                 seed: int | None = None, prompts_only: bool = False) -> list[dict[str, Any]]:
     """All records of one source block (uri, config, split, revision, fields, limit, shuffle[, sha256]).
     `prompts_only` (benchmark items for decontamination) needs and returns only `id` and `prompt`."""
-    uri = source["uri"]
+    uri = source.uri
     rows = _rows(source, spec_dir, lambda n: _order(n, source, seed))
-    fields = source.get("fields") or {}
+    fields = source.fields
     if rows and rows[0].get("domain") not in (None, domain):  # a builtin generator of the other domain
         raise SourceError(f"{uri}: gives {rows[0]['domain']} problems, but this dataset's domain is {domain}")
     _check_columns(uri, rows, fields, ("prompt",) if prompts_only else REQUIRED[domain], domain)
@@ -58,19 +60,19 @@ def read_source(source: dict[str, Any], domain: str, *, spec_dir: str | Path | N
     return out
 
 
-def _order(n: int, source: dict[str, Any], seed: int | None) -> list[int] | None:
+def _order(n: int, source: DataSource, seed: int | None) -> list[int] | None:
     """Which rows to read, in which order: a seeded shuffle, then `limit`; None means all, as stored."""
-    if not source.get("shuffle") and not source.get("limit"):
+    if not source.shuffle and not source.limit:
         return None
     order = list(range(n))
-    if source.get("shuffle"):
+    if source.shuffle:
         random.Random(0 if seed is None else seed).shuffle(order)
-    return order[: source.get("limit") or n]
+    return order[: source.limit or n]
 
 
-def _rows(source: dict[str, Any], spec_dir: str | Path | None, order) -> list[dict[str, Any]]:
+def _rows(source: DataSource, spec_dir: str | Path | None, order) -> list[dict[str, Any]]:
     """The source's rows as dicts, picked by `order(n_rows)`."""
-    uri = source["uri"]
+    uri = source.uri
     if uri.startswith("hf://"):  # picks before converting: a 900K-row dataset with `limit` stays cheap
         return _hf_rows(uri[len("hf://"):], source, spec_dir, order)
     if uri.startswith("builtin://"):
@@ -123,13 +125,13 @@ def _check_columns(uri: str, rows: list[dict], fields: dict[str, str], required:
 # ----------------------------------------------------------------------------------------------
 
 
-def _local_rows(path: Path, source: dict[str, Any]) -> list[dict[str, Any]]:
-    uri = source["uri"]
+def _local_rows(path: Path, source: DataSource) -> list[dict[str, Any]]:
+    uri = source.uri
     if path.suffix not in LOCAL_SUFFIXES:
         raise SourceError(f"{uri}: unsupported file type {path.suffix!r}; use one of {list(LOCAL_SUFFIXES)}")
     if not path.is_file():
         raise SourceError(f"{uri}: file not found ({path}); put the data there or fix the spec's uri")
-    expected = source.get("sha256")
+    expected = source.sha256
     if expected is not None and _sha256(path) != expected:
         raise SourceError(f"{uri}: the file changed since the spec was compiled (sha256 differs); "
                           "recompile so the job gets a new id")
@@ -189,11 +191,11 @@ READERS = {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet, ".csv": _csv}
 # ----------------------------------------------------------------------------------------------
 
 
-def _hf_rows(name: str, source: dict[str, Any], spec_dir: str | Path | None, order) -> list[dict[str, Any]]:
+def _hf_rows(name: str, source: DataSource, spec_dir: str | Path | None, order) -> list[dict[str, Any]]:
     import datasets
     from datasets.utils.logging import disable_progress_bar
     disable_progress_bar()
-    uri, split = source["uri"], source.get("split") or "train"
+    uri, split = source.uri, source.split
     local = _resolve(name, spec_dir)
     try:
         if local.is_dir() and any((local / f).exists() for f in ("state.json", "dataset_dict.json")):
@@ -204,7 +206,7 @@ def _hf_rows(name: str, source: dict[str, Any], spec_dir: str | Path | None, ord
                 ds = ds[split]
         else:
             path = str(local) if local.is_dir() else name
-            ds = datasets.load_dataset(path, source.get("config"), split=split, revision=source.get("revision"))
+            ds = datasets.load_dataset(path, source.config, split=split, revision=source.revision)
     except SourceError:
         raise
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError...)
@@ -213,11 +215,11 @@ def _hf_rows(name: str, source: dict[str, Any], spec_dir: str | Path | None, ord
     return (ds if picked is None else ds.select(picked)).to_list()  # one Arrow conversion, not a loop
 
 
-def _hf_message(uri: str, source: dict[str, Any], exc: Exception) -> str:
+def _hf_message(uri: str, source: DataSource, exc: Exception) -> str:
     import os
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    where = (f"config={source.get('config')!r}, split={source.get('split')!r}, revision={source.get('revision')!r}")
+    where = (f"config={source.config!r}, split={source.split!r}, revision={source.revision!r}")
     hint = ("it is not in the local HF cache (offline mode is on): load it once with network access, or point "
             "the uri at a local copy (hf://<folder> or a data file)") if offline else (
             "it is neither in the local HF cache nor reachable on the Hub: check the name, config and split, "

@@ -9,7 +9,8 @@ tokens that count. Advantages are one scalar per sequence, broadcast to its toke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -90,34 +91,51 @@ def token_losses(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.T
 # --- aggregation -------------------------------------------------------------------------------
 
 
-def _token_mean(loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
-    return (loss * mask).sum() / norm["tokens"]
+@dataclass(frozen=True)
+class Normaliser:
+    """The *whole* mini-batch's counts (over every micro-batch and rank) that the aggregations
+    divide by, so the shares of all micro-batches add up to the loss of the mini-batch as if it
+    were one: `tokens` (loss-mask sum), `sequences` (sequences that count) and `max_tokens`
+    (Dr. GRPO's constant, the stage's response budget)."""
+
+    tokens: float
+    sequences: float
+    max_tokens: float
+
+    @classmethod
+    def of(cls, tokens: float, sequences: float, max_tokens: int) -> "Normaliser":
+        """From summed counts; an empty mini-batch divides by 1 (its loss is 0 either way)."""
+        return cls(max(tokens, 1.0), max(sequences, 1.0), float(max_tokens))
 
 
-def _seq_mean_token_mean(loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
+def local_counts(lengths: Sequence[int], counted: Sequence[bool]) -> tuple[float, float]:
+    """This rank's (tokens, sequences) for a Normaliser: response tokens and sequences that count."""
+    return float(sum(n for n, c in zip(lengths, counted) if c)), float(sum(1 for c in counted if c))
+
+
+def _token_mean(loss: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return (loss * mask).sum() / norm.tokens
+
+
+def _seq_mean_token_mean(loss: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
     per_seq = (loss * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
-    return per_seq.sum() / norm["sequences"]
+    return per_seq.sum() / norm.sequences
 
 
-def _seq_mean_token_sum_norm(loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
-    per_seq = (loss * mask).sum(dim=-1) / norm["max_tokens"]
-    return per_seq.sum() / norm["sequences"]
+def _seq_mean_token_sum_norm(loss: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    per_seq = (loss * mask).sum(dim=-1) / norm.max_tokens
+    return per_seq.sum() / norm.sequences
 
 
-AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]] = {
+AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, Normaliser], torch.Tensor]] = {
     "token_mean": _token_mean,
     "seq_mean_token_mean": _seq_mean_token_mean,
     "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
 }
 
 
-def aggregate(name: str, loss: torch.Tensor, mask: torch.Tensor, norm: dict) -> torch.Tensor:
-    """This micro-batch's share of the aggregated loss.
-
-    `norm` holds the *whole* mini-batch's counts (over every micro-batch and rank): "tokens" (mask
-    sum), "sequences" (sequences that count) and "max_tokens" (Dr. GRPO's constant), so the shares
-    of all micro-batches add up to the loss of the whole mini-batch, exactly as if it were one.
-    """
+def aggregate(name: str, loss: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    """This micro-batch's share of the aggregated loss (see `Normaliser`)."""
     try:
         fn = AGGREGATIONS[name]
     except KeyError:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlspec.runtime.atomic import replace_dir_atomic
 from rlspec.runtime.job import fault_point
 
 from .distributed import all_gather_objects, barrier
@@ -70,9 +71,7 @@ def save(root: Path, step: int, ds_engine, trainer_state: dict[str, Any], *, mai
             json.dump(trainer_state, fh, indent=1, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir_atomic(tmp, final)
         for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()

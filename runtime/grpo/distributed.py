@@ -17,7 +17,10 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlspec.compiler.jobs import TrainJob
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,19 @@ def init(use_gpu: bool) -> Dist:
     return Dist(rank, world, local, device)
 
 
-def deepspeed_config(cfg: dict[str, Any], *, micro_batch: int, grad_accum: int, world: int) -> dict[str, Any]:
-    """The DeepSpeed config for a train job: ZeRO stage/offload, precision, clipping, batch shape."""
-    ds = cfg["deepspeed"]
-    zero: dict[str, Any] = {"stage": ds["zero_stage"]}
-    if ds["offload_optimizer"]:
+def deepspeed_config(cfg: TrainJob, *, micro_batch: int, grad_accum: int, world: int) -> dict[str, Any]:
+    """The DeepSpeed config for a train job: ZeRO stage/offload, precision, clipping, batch shape.
+
+    Offload keeps torch's AdamW: DeepSpeed refuses a non-DeepSpeed optimizer with optimizer offload
+    unless `zero_force_ds_cpu_optimizer` is false (its CPU Adam is a JIT-compiled op, 35-110 s per
+    start on CPU); the offloaded states then live in host memory and the step runs there."""
+    ds = cfg.deepspeed
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
-    if ds["offload_params"]:
+    if ds.offload_params:
         zero["offload_param"] = {"device": "cpu"}
-    grad_clip = cfg["algorithm"]["optimizer"]["grad_clip"]
+    grad_clip = cfg.algorithm.optimizer.grad_clip
     out: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": grad_accum,
@@ -90,10 +97,11 @@ def deepspeed_config(cfg: dict[str, Any], *, micro_batch: int, grad_accum: int, 
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
     }
-    if cfg["dtype"] == "bfloat16":
+    if cfg.inference.dtype == "bfloat16":
         out["bf16"] = {"enabled": True}
-    elif cfg["dtype"] == "float16":
+    elif cfg.inference.dtype == "float16":
         out["fp16"] = {"enabled": True}
     return out
 

@@ -9,7 +9,10 @@ responses never spans ranks.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlspec.compiler.jobs import TrainJob
 
 
 class PromptSampler:
@@ -79,9 +82,9 @@ class PromptSampler:
         self._order_cache = None
 
 
-def steps_for(stage: dict[str, Any], n_prompts: int) -> int:
+def steps_for(stage: TrainJob, n_prompts: int) -> int:
     """Optimiser steps the stage asks for: `steps`, or `epochs` over the prompts."""
-    if stage.get("steps") is not None:
-        return int(stage["steps"])
-    per_epoch = -(-n_prompts // stage["prompts_per_step"])
-    return int(stage["epochs"]) * per_epoch
+    if stage.steps is not None:
+        return stage.steps
+    assert stage.epochs is not None  # the spec's steps_or_epochs check
+    return stage.epochs * -(-n_prompts // stage.prompts_per_step)

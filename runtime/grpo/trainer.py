@@ -24,30 +24,21 @@ from typing import Any
 
 import torch
 
-from rlspec.runtime.job import Job, fault_point, write_json_atomic
+from rlspec.compiler.jobs import TrainJob
+from rlspec.compiler.spec import Optimizer
+from rlspec.runtime.atomic import replace_dir_atomic, temp_path, write_json_atomic
+from rlspec.runtime.job import Job, fault_point, model_dir
 
 from . import algos, checkpoint, distributed
+from .batch import RolloutBatch, engine_logprobs, pack, response_mask, stack
 from .sampler import PromptSampler, steps_for
-from .temperature import Temperature, per_epoch
+from .temperature import TemperatureController
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TrainError(Exception):
     """A stage that cannot go on; the message says why and what to change."""
-
-
-def policy_dir(job: Job) -> str:
-    """The model this stage starts from: the previous job's `model/` folder, or the spec's path."""
-    if "policy" in job.inputs:
-        path = Path(job.inputs["policy"]) / "model"
-        if not (path / "config.json").is_file():
-            raise TrainError(f"input model {path} is missing; did the previous job finish?")
-        return str(path)
-    base = job.config.get("base_model") or {}
-    if not base.get("path"):
-        raise TrainError("no input model and no model.path in the job")
-    return base["path"].removeprefix("hf://")
 
 
 def load_prompt_records(data_dirs: list[str]) -> list[dict[str, Any]]:
@@ -64,78 +55,97 @@ def load_prompt_records(data_dirs: list[str]) -> list[dict[str, Any]]:
 class Trainer:
     def __init__(self, job: Job):
         self.job = job
-        self.cfg = job.config
-        self.alg = job.config["algorithm"]
+        self.cfg: TrainJob = job.config
+        self.alg = self.cfg.algorithm
         self.out = Path(job.output_dir)
         self.step = 0
 
     # ------------------------------------------------------------------------------- set-up
 
     def setup(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from rlspec.runtime.prompts import render_prompt
-        from rlspec.runtime.rollout import make_engine
-        from rlspec.runtime.scoring import record_domain
-        from rlspec.runtime.tracking import Tracker
-
-        cfg = self.cfg
+        """The named steps, in order: the process group, the prompts, the engine (before our own
+        seeding: vLLM re-seeds torch), the policy and reference, DeepSpeed, the tracker."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.dist = distributed.init(torch.cuda.is_available())
-        source = policy_dir(self.job)
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.source = str(model_dir(self.job))
+        self._setup_prompts()
+        self._setup_engine()
+        torch.manual_seed(self.cfg.seed)
+        model = self._setup_models()
+        self._setup_optimisation(model)
+        self._setup_tracking()
+
+    def _setup_prompts(self) -> None:
+        """The stage's prompts, rendered and tokenised; prompts over the budget are dropped (and
+        counted in done.json): min(rollout.max_prompt_tokens, max_context - max_response_tokens)."""
+        from transformers import AutoTokenizer
+
+        from rlspec.runtime.prompts import render_prompt
+        from rlspec.runtime.scoring import record_domain
+        cfg = self.cfg
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
         records = load_prompt_records(self.job.inputs["data"])
-        limit = min(cfg["rollout"]["max_prompt_tokens"], cfg["max_context"] - cfg["max_response_tokens"])
+        limit = min(cfg.inference.rollout.max_prompt_tokens, cfg.inference.max_context - cfg.max_response_tokens)
         self.records, self.prompt_ids, self.domains = [], [], []
         for rec in records:
             domain = record_domain(rec)
-            ids = self.tokenizer(render_prompt(rec, domain, cfg["prompt"], self.tokenizer),
+            ids = self.tokenizer(render_prompt(rec, domain, cfg.inference.prompt, self.tokenizer),
                                  add_special_tokens=False)["input_ids"]
             if 0 < len(ids) <= limit:
                 self.records.append(rec)
                 self.prompt_ids.append(ids)
                 self.domains.append(domain)
         self.dropped_long = len(records) - len(self.records)
-        self.sampler = PromptSampler(len(self.records), cfg["seed"], cfg["prompts_per_step"])
+        self.sampler = PromptSampler(len(self.records), cfg.seed, cfg.prompts_per_step)
         self.total_steps = steps_for(cfg, len(self.records))
-        self.temperature = Temperature(cfg["rollout"]["temperature"])
-        self.max_group = max(_schedule_values(cfg["group_size"]))
+        self.temperature = TemperatureController(cfg.sampling.temperature)
+        self.max_group = max(cfg.group_size.all())
 
+    def _setup_engine(self) -> None:
+        from rlspec.runtime.rollout import make_engine
+        inf = self.cfg.inference
         # The in-process vLLM engine re-seeds torch and patches set_num_threads: build it before
         # seeding our own generators (the engine module also isolates those side effects).
-        settings = {k: v for k, v in cfg["rollout"].items() if k != "temperature"}
-        self.engine = make_engine(source, engine=settings["engine"], dtype=cfg["dtype"], seed=cfg["seed"],
-                                  max_model_len=cfg["max_context"], settings=settings)
-        torch.manual_seed(cfg["seed"])
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        self.engine = make_engine(self.source, inf.rollout, dtype=inf.dtype, seed=self.cfg.seed,
+                                  max_model_len=inf.max_context)
+
+    def _setup_models(self):
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
         model.config.use_cache = False
         self.ref_model = None
-        if self.alg["kl"]["coef"] > 0:  # β = 0 loads no reference model (the paper's setting)
-            self.ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=TORCH_DTYPES[cfg["dtype"]])
+        if self.alg.kl.coef > 0:  # β = 0 loads no reference model (the paper's setting)
+            self.ref_model = AutoModelForCausalLM.from_pretrained(self.source,
+                                                                  dtype=TORCH_DTYPES[self.cfg.inference.dtype])
             self.ref_model.to(self.dist.device).eval().requires_grad_(False)
         print(f"reference model: {'loaded (kl.coef > 0)' if self.ref_model is not None else 'none (kl.coef = 0)'}; "
               f"{len(self.records)} prompts ({self.dropped_long} dropped as too long); {self.total_steps} steps; "
               f"world {self.dist.world}", flush=True)
-        self._init_deepspeed(model)
-        self.tracker = Tracker(self.job, self.out / "metrics.jsonl", enabled=self.dist.main)
-        self.health = {"zero_reward": 0, "all_zero_var": 0}
+        return model
 
-    def _init_deepspeed(self, model) -> None:
+    def _setup_optimisation(self, model) -> None:
+        """Batch shape (prompts split over ranks, mini-batches, micro-batches) and DeepSpeed."""
         import deepspeed
-        opt_cfg = self.alg["optimizer"]
+        opt_cfg = self.alg.optimizer
         world = self.dist.world
-        local_prompts = -(-self.cfg["prompts_per_step"] // world)
-        self.n_mini = self.cfg["prompts_per_step"] // (self.alg["mini_batch_size"] or self.cfg["prompts_per_step"])
+        prompts = self.cfg.prompts_per_step
+        local_prompts = -(-prompts // world)
+        self.n_mini = prompts // (self.alg.mini_batch_size or prompts)
         local_seqs = -(-local_prompts * self.max_group // self.n_mini)
-        self.micro = self.alg["micro_batch_size"]
+        self.micro = self.alg.micro_batch_size
         self.grad_accum = max(1, -(-local_seqs // self.micro))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg["lr"], betas=tuple(opt_cfg["betas"]),
-                                      eps=opt_cfg["eps"], weight_decay=opt_cfg["weight_decay"])
-        opt_steps = self.total_steps * self.alg["updates_per_batch"] * self.n_mini
+        optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg.lr, betas=tuple(opt_cfg.betas),
+                                      eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
+        opt_steps = self.total_steps * self.alg.updates_per_batch * self.n_mini
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(opt_cfg, opt_steps))
         ds_cfg = distributed.deepspeed_config(self.cfg, micro_batch=self.micro, grad_accum=self.grad_accum, world=world)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+
+    def _setup_tracking(self) -> None:
+        from rlspec.runtime.tracking import Tracker
+        self.tracker = Tracker(self.job, self.out / "metrics.jsonl", enabled=self.dist.main)
+        self.health = {"zero_reward": 0, "all_zero_var": 0}
 
     def resume(self) -> None:
         root = self.out / "checkpoints"
@@ -158,7 +168,7 @@ class Trainer:
     # ------------------------------------------------------------------------------- loop
 
     def train(self) -> None:
-        every = self.alg["checkpoint_every"]
+        every = self.alg.checkpoint_every
         while self.step < self.total_steps:
             metrics = self.train_step()
             self.step += 1
@@ -173,7 +183,7 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         epoch = self.sampler.epoch
-        group = per_epoch(self.cfg["group_size"], epoch)
+        group = self.cfg.group_size.at(epoch)
         temp = self.temperature.at(epoch)
         batch, timing = self._collect(group, temp)
         fault_point(f"train:step:{self.step + 1}")  # tests: die in the middle of a step
@@ -183,22 +193,22 @@ class Trainer:
         t_train = time.perf_counter()
         self._push_weights()
         self.temperature.observe(stats["entropy"])
-        rewards = torch.tensor(batch["raw_rewards"], dtype=torch.float64)
-        lengths = torch.tensor(batch["lengths"], dtype=torch.float64)
-        totals = distributed.all_reduce_sum([
-            float(rewards.sum()), float(len(rewards)), float(batch["truncated"]), float(lengths.sum()),
-            float(batch["groups_zero_var"]), float(batch["groups"]), float(batch["groups_solved"]),
-            float(batch["sandbox_errors"]), float(batch["code_answers"]), timing["gen_tokens"]])
-        n = max(totals[1], 1.0)
-        max_len = max(distributed.all_gather_objects(max(batch["lengths"], default=0)))
+        (reward_sum, answers, truncated, length_sum, zero_var, sampled, solved, sandbox_errors, code_answers,
+         grader_errors, gen_tokens) = distributed.all_reduce_sum([
+            float(sum(batch.raw_rewards)), float(len(batch)), float(batch.truncated), float(sum(batch.lengths)),
+            float(batch.groups_zero_var), float(batch.groups_sampled), float(batch.groups_solved),
+            float(batch.sandbox_errors), float(batch.code_answers), float(batch.grader_errors), timing["gen_tokens"]])
+        n = max(answers, 1.0)
+        max_len = max(distributed.all_gather_objects(max(batch.lengths, default=0)))
         return {
             "epoch": epoch, "group_size": group, "temperature": temp,
-            "reward_mean": totals[0] / n, "pass_rate": totals[6] / max(totals[5], 1.0),
-            "response_len_mean": totals[3] / n, "response_len_max": max_len, "truncation_rate": totals[2] / n,
-            "zero_variance_frac": totals[4] / max(totals[5], 1.0),
-            "sandbox_error_rate": totals[7] / max(totals[8], 1.0) if totals[8] else 0.0,
-            **stats, "lr": self.scheduler.get_last_lr()[0] if self.scheduler else self.alg["optimizer"]["lr"],
-            "rollout_tokens_per_s": totals[9] / max(timing["gen_s"], 1e-9),
+            "reward_mean": reward_sum / n, "pass_rate": solved / max(sampled, 1.0),
+            "response_len_mean": length_sum / n, "response_len_max": max_len, "truncation_rate": truncated / n,
+            "zero_variance_frac": zero_var / max(sampled, 1.0),
+            "sandbox_error_rate": sandbox_errors / code_answers if code_answers else 0.0,
+            "grader_error_rate": grader_errors / n,
+            **stats, "lr": self.scheduler.get_last_lr()[0] if self.scheduler else self.alg.optimizer.lr,
+            "rollout_tokens_per_s": gen_tokens / max(timing["gen_s"], 1e-9),
             "train_tokens_per_s": train_tokens / max(t_train - t_roll, 1e-9),
             "time_generate_s": timing["gen_s"], "time_grade_s": timing["grade_s"], "time_train_s": t_train - t_roll,
             "time_step_s": time.perf_counter() - t0,
@@ -206,93 +216,99 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- rollout
 
-    def _collect(self, group: int, temp: float) -> tuple[dict[str, Any], dict[str, float]]:
+    def _collect(self, group: int, temp: float) -> tuple[RolloutBatch, dict[str, float]]:
         """Generate and grade this rank's share of the step's prompts; with dynamic sampling, drop
         groups whose rewards are all equal and refill with further prompts (bounded rounds)."""
         timing = {"gen_s": 0.0, "grade_s": 0.0, "gen_tokens": 0.0}
-        batch = _empty_batch()
-        wanted = self.cfg["prompts_per_step"]
-        dyn = self.alg["dynamic_sampling"]
-        rounds = 1 + (dyn["max_rounds"] if dyn["enabled"] else 0)
+        batch = RolloutBatch()
+        wanted = self.cfg.prompts_per_step
+        dyn = self.alg.dynamic_sampling
+        rounds = 1 + (dyn.max_rounds if dyn.enabled else 0)
         need = wanted
         for round_ in range(rounds):
-            global_idx = self.sampler.next_batch(need, retire_solved=self.alg["filter_solved"])
+            global_idx = self.sampler.next_batch(need, retire_solved=self.alg.filter_solved)
             start, end = _share(len(global_idx), self.dist.rank, self.dist.world)
-            seed = _step_seed(self.cfg["seed"], self.step, round_) + start * group
-            part = self._rollout(global_idx[start:end], group, temp, seed, timing)
+            seed = _step_seed(self.cfg.seed, self.step, round_) + start * group
+            part, solved = self._rollout(global_idx[start:end], group, temp, seed, timing)
             # every rank records every prompt's outcome, so the samplers stay identical
-            for shard in distributed.all_gather_objects(part.pop("solved")):
+            for shard in distributed.all_gather_objects(solved):
                 for i, ok in shard:
                     self.sampler.record(i, ok)
-            if dyn["enabled"]:
-                part = _drop_zero_variance(part, group)
-            _extend(batch, part)
-            if not dyn["enabled"]:
+            if dyn.enabled:
+                part = part.without_zero_variance(group)
+            batch.extend(part)
+            if not dyn.enabled:
                 break
-            kept = distributed.all_reduce_sum([float(batch["groups"])])[0]
+            kept = distributed.all_reduce_sum([float(batch.groups)])[0]
             need = int(wanted - kept)
             if need <= 0:
                 break
         return batch, timing
 
-    def _rollout(self, idx: list[int], group: int, temp: float, seed: int, timing: dict) -> dict[str, Any]:
+    def _rollout(self, idx: list[int], group: int, temp: float, seed: int,
+                 timing: dict) -> tuple[RolloutBatch, list[tuple[int, bool]]]:
+        """Sample and grade `group` responses for each prompt in `idx`; also which prompts every
+        response solved (for `filter_solved`)."""
+        from rlspec.runtime.rollout import SamplingParams
         from rlspec.runtime.scoring import score
-        part = _empty_batch()
         if not idx:
-            part["solved"] = []
-            return part
-        max_tokens = self.cfg["max_response_tokens"]
+            return RolloutBatch(), []
+        cfg = self.cfg
+        max_tokens = cfg.max_response_tokens
         t0 = time.perf_counter()
-        sampling = self.engine.make_sampling(n=group, temperature=temp, max_tokens=max_tokens, seed=seed)
-        rollout = self.engine.generate([self.prompt_ids[i] for i in idx], sampling)
+        params = SamplingParams(n=group, temperature=temp, top_p=cfg.sampling.top_p, top_k=cfg.sampling.top_k,
+                                max_tokens=max_tokens, seed=seed)
+        generations = self.engine.generate([self.prompt_ids[i] for i in idx], params)
         t1 = time.perf_counter()
-        samples = [s for g in rollout for s in g]
+        samples = [s for g in generations for s in g]
         recs = [self.records[i] for i in idx for _ in range(group)]
         doms = [self.domains[i] for i in idx for _ in range(group)]
-        grades = score(recs, [s.text for s in samples], reward=self.cfg["reward"], answer=self.cfg["answer"],
-                       domains=doms)
+        grades = score(recs, [s.text for s in samples], cfg.grading, domains=doms)
         timing["gen_s"] += t1 - t0
         timing["grade_s"] += time.perf_counter() - t1
-        timing["gen_tokens"] += rollout.timing.generated_tokens
+        timing["gen_tokens"] += generations.timing.generated_tokens
         raw = [g.reward for g in grades]
         lengths = [len(s.token_ids) for s in samples]
         truncated = [s.finish_reason == "length" for s in samples]
-        overlong = self.alg["overlong"]
+        overlong = self.alg.overlong
         rewards = torch.tensor(raw, dtype=torch.float64)
-        if overlong["kind"] == "soft_penalty":
-            rewards = rewards + algos.soft_overlong_penalty(torch.tensor(lengths), max_tokens, overlong["buffer"],
-                                                            overlong["factor"])
-        adv, zero_var = algos.group_advantages(rewards, group, normalize_std=self.alg["advantage"]["normalize_std"],
-                                               eps=self.alg["advantage"]["eps"])
+        if overlong.kind == "soft_penalty":
+            rewards = rewards + algos.soft_overlong_penalty(torch.tensor(lengths), max_tokens, overlong.buffer,
+                                                            overlong.factor)
+        adv, zero_var = algos.group_advantages(rewards, group, normalize_std=self.alg.advantage.normalize_std,
+                                               eps=self.alg.advantage.eps)
         solved = [all(r == 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))]
-        part.update({
-            "solved": list(zip(idx, solved)),
-            "prompt_ids": [self.prompt_ids[i] for i in idx for _ in range(group)],
-            "response_ids": [list(s.token_ids) for s in samples],
-            "engine_logprobs": [list(s.logprobs) for s in samples],
-            "advantages": adv.tolist(), "raw_rewards": raw, "lengths": lengths,
-            "loss_mask": [not (t and overlong["kind"] == "mask") for t in truncated],
-            "truncated": sum(truncated), "groups": len(idx), "groups_zero_var": int(zero_var.sum()),
-            "zero_var_flags": [bool(z) for z in zero_var for _ in range(group)],
-            "groups_solved": sum(any(r == 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))),
-            "sandbox_errors": sum(g.status == "sandbox_error" for g in grades),
-            "code_answers": sum(d == "code" for d in doms),
-        })
-        return part
+        part = RolloutBatch(
+            prompt_ids=[self.prompt_ids[i] for i in idx for _ in range(group)],
+            response_ids=[list(s.token_ids) for s in samples],
+            engine_logprobs=[list(s.logprobs) for s in samples],
+            advantages=adv.tolist(), raw_rewards=raw, lengths=lengths,
+            loss_mask=[not (t and overlong.kind == "mask") for t in truncated],
+            zero_var_flags=[bool(z) for z in zero_var for _ in range(group)],
+            truncated=sum(truncated), groups=len(idx), groups_sampled=len(idx), groups_zero_var=int(zero_var.sum()),
+            groups_solved=sum(any(r == 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))),
+            sandbox_errors=sum(g.status == "sandbox_error" for g in grades),
+            grader_errors=sum(g.status == "error" for g in grades),
+            code_answers=sum(d == "code" for d in doms), answers=len(grades))
+        return part, list(zip(idx, solved))
 
     # ------------------------------------------------------------------------------- optimisation
 
-    def _optimise(self, batch: dict[str, Any], group: int, temp: float) -> dict[str, Any]:
+    def _optimise(self, batch: RolloutBatch, group: int, temp: float) -> dict[str, Any]:
         model = self.ds  # the DeepSpeed engine's forward (ZeRO-3 gathers parameters through it)
-        n_seq = len(batch["response_ids"])
+        n_seq = len(batch)
         seq_groups = [list(range(g * group, (g + 1) * group)) for g in range(n_seq // group)] if n_seq else []
         minis = _split(seq_groups, self.n_mini)
-        on_policy = self.alg["updates_per_batch"] == 1
-        old_lp = None if on_policy else self._logprobs_no_grad(model, batch, temp)
+        # Old log-probs are the policy's before the batch's first optimiser step. Only with one
+        # update over one mini-batch is that the policy of every micro-batch's forward, so the
+        # ratio is exactly 1 and the forward's own (detached) log-probs serve.
+        single_step = self.alg.updates_per_batch == 1 and self.n_mini == 1
+        old_lp = None if single_step else self._logprobs_no_grad(model, batch, temp)
         ref_lp = self._logprobs_no_grad(self.ref_model, batch, temp) if self.ref_model is not None else None
         acc = {"entropy": [0.0, 0.0], "kl": [0.0, 0.0], "clip": [0.0, 0.0], "mad": [0.0, 0.0], "lkl": [0.0, 0.0],
                "ratio_dev": 0.0, "loss": 0.0, "grad_norm": 0.0, "tokens": 0.0}
-        for update in range(self.alg["updates_per_batch"]):
+        zero_sharded = self.cfg.deepspeed.zero_stage >= 2
+        for update in range(self.alg.updates_per_batch):
             for mini in minis:
                 seqs = [i for g in mini for i in g]
                 norm = self._normaliser(batch, seqs)
@@ -308,7 +324,6 @@ class Trainer:
                         acc["loss"] += float(loss.detach())
                     self.ds.backward(loss * self.grad_accum * self.dist.world)
                     last = k == len(chunks) - 1
-                    zero_sharded = self.cfg["deepspeed"]["zero_stage"] >= 2
                     if last and not zero_sharded:  # full gradients sit on the parameters until the step
                         acc["grad_norm"] = self._grad_norm()
                     self.ds.step()
@@ -324,41 +339,39 @@ class Trainer:
     def _grad_norm(self) -> float:
         """Global gradient norm before clipping. ZeRO 0/1 keep full gradients on the parameters;
         ZeRO 2/3 partition them, and DeepSpeed reports the norm it computed."""
-        if self.cfg["deepspeed"]["zero_stage"] >= 2:
+        if self.cfg.deepspeed.zero_stage >= 2:
             gn = self.ds.get_global_grad_norm()
             return float(gn) if gn is not None else float("nan")
         sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in self.ds.module.parameters() if p.grad is not None)
         return math.sqrt(sq)
 
-    def _normaliser(self, batch: dict[str, Any], seqs: list[int]) -> dict[str, float]:
-        tokens = sum(batch["lengths"][i] for i in seqs if batch["loss_mask"][i])
-        counted = sum(1 for i in seqs if batch["loss_mask"][i])
-        tokens, counted = distributed.all_reduce_sum([float(tokens), float(counted)])
-        return {"tokens": max(tokens, 1.0), "sequences": max(counted, 1.0),
-                "max_tokens": float(self.cfg["max_response_tokens"])}
+    def _normaliser(self, batch: RolloutBatch, seqs: list[int]) -> algos.Normaliser:
+        local = algos.local_counts([batch.lengths[i] for i in seqs], [batch.loss_mask[i] for i in seqs])
+        tokens, counted = distributed.all_reduce_sum(list(local))
+        return algos.Normaliser.of(tokens, counted, self.cfg.max_response_tokens)
 
     def _micro_loss(self, model, batch, chunk, temp, norm, old_lp, ref_lp, acc, *, first_pass: bool):
         if not chunk:  # keeps every rank at the same number of micro-steps
             dummy = torch.tensor([[self.tokenizer.eos_token_id or 0]], device=self.dist.device)
             return model(input_ids=dummy).logits.sum() * 0.0
-        ids, attn, tgt, mask = _pack(batch, chunk, self.dist.device)
+        ids, attn, tgt, mask = pack(batch, chunk, self.dist.device)
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temp
         logp = _gather_logprobs(logits, tgt)
-        mask = mask * torch.tensor([float(batch["loss_mask"][i]) for i in chunk], device=mask.device)[:, None]
-        old = logp.detach() if old_lp is None else _stack(old_lp, chunk, logp)
-        adv = torch.tensor([batch["advantages"][i] for i in chunk], dtype=logp.dtype, device=logp.device)
-        clip = self.alg["clip"]
-        loss, ratio, clipped = algos.token_losses(logp, old, adv, clip_low=clip["low"], clip_high=clip["high"])
+        mask = mask * torch.tensor([float(batch.loss_mask[i]) for i in chunk], device=mask.device)[:, None]
+        old = logp.detach() if old_lp is None else stack(old_lp, chunk, logp)
+        adv = torch.tensor([batch.advantages[i] for i in chunk], dtype=logp.dtype, device=logp.device)
+        clip = self.alg.clip
+        loss, ratio, clipped = algos.token_losses(logp, old, adv, clip_low=clip.low, clip_high=clip.high)
         valid = mask > 0
         if ref_lp is not None:
-            kl_tok = algos.kl_estimator(self.alg["kl"]["estimator"])(logp, _stack(ref_lp, chunk, logp))
-            loss = loss + self.alg["kl"]["coef"] * kl_tok
+            kl_tok = algos.kl_estimator(self.alg.kl.estimator)(logp, stack(ref_lp, chunk, logp))
+            loss = loss + self.alg.kl.coef * kl_tok
             acc["kl"][0] += float((kl_tok.detach() * mask).sum())
             acc["kl"][1] += float(mask.sum())
-        resp = _response_mask(batch, chunk, logp)
-        if self.alg["entropy_coef"] > 0:
+        resp = response_mask(batch, chunk, logp)
+        if self.alg.entropy_coef > 0:
             ent_tok = algos.entropy_from_logits(logits)
-            loss = loss - self.alg["entropy_coef"] * ent_tok
+            loss = loss - self.alg.entropy_coef * ent_tok
             ent_sum = float((ent_tok.detach() * resp).sum())
         elif first_pass:
             with torch.no_grad():  # only the response positions: the full (S, T, V) softmax is large
@@ -366,7 +379,7 @@ class Trainer:
         if first_pass:
             acc["entropy"][0] += ent_sum
             acc["entropy"][1] += float(resp.sum())
-            eng = _engine_logprobs(batch, chunk, logp)
+            eng = engine_logprobs(batch, chunk, logp)
             diff = (logp.detach() - eng) * resp
             acc["mad"][0] += float(diff.abs().sum())
             acc["mad"][1] += float(resp.sum())
@@ -377,15 +390,15 @@ class Trainer:
         acc["clip"][1] += float(valid.sum())
         if valid.any():
             acc["ratio_dev"] = max(acc["ratio_dev"], float((ratio.detach()[valid] - 1).abs().max()))
-        return algos.aggregate(self.alg["loss_agg"], loss, mask, norm)
+        return algos.aggregate(self.alg.loss_agg, loss, mask, norm)
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model, batch, temp) -> list[torch.Tensor]:
         out = []
-        n = len(batch["response_ids"])
+        n = len(batch)
         for start in range(0, n, self.micro):
             chunk = list(range(start, min(n, start + self.micro)))
-            ids, attn, tgt, _ = _pack(batch, chunk, self.dist.device)
+            ids, attn, tgt, _ = pack(batch, chunk, self.dist.device)
             logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temp
             lp = _gather_logprobs(logits, tgt)
             out.extend(lp[j] for j in range(len(chunk)))
@@ -395,7 +408,7 @@ class Trainer:
 
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
         model = self.ds.module
-        if self.cfg["deepspeed"]["zero_stage"] == 3:
+        if self.cfg.deepspeed.zero_stage == 3:
             import deepspeed
             with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
                 return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -405,22 +418,27 @@ class Trainer:
         self.engine.push_weights(self._full_state_dict())
 
     def _check_health(self, m: dict[str, Any]) -> None:
-        h = self.alg["health"]
+        h = self.alg.health
         self.health["zero_reward"] = self.health["zero_reward"] + 1 if m["reward_mean"] == 0 else 0
         self.health["all_zero_var"] = self.health["all_zero_var"] + 1 if m["zero_variance_frac"] == 1.0 else 0
-        if h["max_zero_reward_steps"] and self.health["zero_reward"] >= h["max_zero_reward_steps"]:
+        if h.max_zero_reward_steps and self.health["zero_reward"] >= h.max_zero_reward_steps:
             raise TrainError(f"mean reward was 0 for {self.health['zero_reward']} steps in a row "
                              "(algorithm.health.max_zero_reward_steps): the policy never solves these prompts; "
                              "check the prompt template and answer extraction, or use easier data")
-        if h["max_all_zero_variance_steps"] and self.health["all_zero_var"] >= h["max_all_zero_variance_steps"]:
+        if h.max_all_zero_variance_steps and self.health["all_zero_var"] >= h.max_all_zero_variance_steps:
             raise TrainError(f"every group had equal rewards for {self.health['all_zero_var']} steps in a row "
                              "(algorithm.health.max_all_zero_variance_steps): no learning signal; raise group_size or "
                              "filter the prompts by pass rate")
-        bound = h["max_sandbox_error_rate"]
+        bound = h.max_sandbox_error_rate
         if bound is not None and m["sandbox_error_rate"] > bound:
             raise TrainError(f"{m['sandbox_error_rate']:.1%} of code answers ended in sandbox_error (bound "
                              f"{bound:.1%}, algorithm.health.max_sandbox_error_rate): the sandbox is failing, "
                              "not the model; check the job log")
+        bound = h.max_grader_error_rate
+        if bound is not None and m["grader_error_rate"] > bound:
+            raise TrainError(f"{m['grader_error_rate']:.1%} of answers could not be graded (status error, bound "
+                             f"{bound:.1%}, algorithm.health.max_grader_error_rate); the job log names the "
+                             "exceptions: a grader bug or records the grader cannot read")
 
     def _save_checkpoint(self) -> None:
         state = {"step": self.step, "total_steps": self.total_steps, "sampler": self.sampler.state(),
@@ -433,18 +451,17 @@ class Trainer:
         state = self._full_state_dict()
         if self.dist.main:
             final = self.out / "model"
-            tmp = self.out / f".model.tmp-{os.getpid()}"
+            tmp = temp_path(final)
             shutil.rmtree(tmp, ignore_errors=True)
             model = self.ds.module
             model.config.use_cache = True
-            model.save_pretrained(tmp, state_dict={k: v.to(TORCH_DTYPES[self.cfg["dtype"]]) for k, v in state.items()})
+            dtype = TORCH_DTYPES[self.cfg.inference.dtype]
+            model.save_pretrained(tmp, state_dict={k: v.to(dtype) for k, v in state.items()})
             self.tokenizer.save_pretrained(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_dir_atomic(tmp, final)
             rewards = _metric_column(self.out / "metrics.jsonl", "reward_mean")
             write_json_atomic(self.out / "done.json", {
-                "steps": self.step, "steps_asked": self.total_steps, "prompts": len(self.records),
+                "stage": self.cfg.stage, "steps": self.step, "steps_asked": self.total_steps, "prompts": len(self.records),
                 "prompts_dropped_too_long": self.dropped_long, "reward_first": rewards[0] if rewards else None,
                 "reward_last": rewards[-1] if rewards else None, "model": "model"})
             self.tracker.summary({"reward_first": rewards[0] if rewards else None,
@@ -457,12 +474,8 @@ class Trainer:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _schedule_values(value: dict[str, Any]) -> list[int]:
-    return [value["value"]] if value["kind"] == "constant" else list(value["values"])
-
-
-def _lr_lambda(opt: dict[str, Any], total: int):
-    warm, kind = opt["warmup_steps"], opt["schedule"]
+def _lr_lambda(opt: Optimizer, total: int):
+    warm, kind = opt.warmup_steps, opt.schedule
 
     def factor(step: int) -> float:
         if warm and step < warm:
@@ -482,52 +495,9 @@ def _share(n: int, rank: int, world: int) -> tuple[int, int]:
     return n * rank // world, n * (rank + 1) // world
 
 
-def _empty_batch() -> dict[str, Any]:
-    keys_list = ("prompt_ids", "response_ids", "engine_logprobs", "advantages", "raw_rewards", "lengths",
-                 "loss_mask", "zero_var_flags")
-    out: dict[str, Any] = {k: [] for k in keys_list}
-    out.update({"truncated": 0, "groups": 0, "groups_zero_var": 0, "groups_solved": 0, "sandbox_errors": 0,
-                "code_answers": 0})
-    return out
-
-
-def _extend(batch: dict[str, Any], part: dict[str, Any]) -> None:
-    for k, v in part.items():
-        batch[k] = batch[k] + v
-
-
-def _drop_zero_variance(part: dict[str, Any], group: int) -> dict[str, Any]:
-    keep = [i for i, z in enumerate(part["zero_var_flags"]) if not z]
-    out = _empty_batch()
-    for k in ("prompt_ids", "response_ids", "engine_logprobs", "advantages", "raw_rewards", "lengths",
-              "loss_mask", "zero_var_flags"):
-        out[k] = [part[k][i] for i in keep]
-    out["truncated"] = part["truncated"]  # the rollout happened; its statistics still count
-    out["groups"] = len(keep) // group
-    out["groups_zero_var"] = part["groups_zero_var"]
-    out["groups_solved"] = part["groups_solved"]
-    out["sandbox_errors"], out["code_answers"] = part["sandbox_errors"], part["code_answers"]
-    return out
-
-
 def _split(groups: list[list[int]], parts: int) -> list[list[list[int]]]:
     n = len(groups)
     return [groups[n * i // parts: n * (i + 1) // parts] for i in range(parts)]
-
-
-def _pack(batch, chunk, device):
-    """Right-padded prompt+response ids, attention mask, next-token targets and response mask."""
-    seqs = [batch["prompt_ids"][i] + batch["response_ids"][i] for i in chunk]
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    attn = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width - 1)
-    for row, (i, s) in enumerate(zip(chunk, seqs)):
-        ids[row, :len(s)] = torch.tensor(s)
-        attn[row, :len(s)] = 1
-        p = len(batch["prompt_ids"][i])
-        mask[row, p - 1: len(s) - 1] = 1.0  # position t predicts token t + 1
-    return ids.to(device), attn.to(device), ids[:, 1:].to(device), mask.to(device)
 
 
 def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -535,35 +505,9 @@ def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def _stack(per_seq: list[torch.Tensor], chunk: list[int], like: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros_like(like)
-    for row, i in enumerate(chunk):
-        t = per_seq[i]
-        out[row, : t.shape[0]] = t[: out.shape[1]]
-    return out
-
-
-def _response_mask(batch, chunk, like: torch.Tensor) -> torch.Tensor:
-    mask = torch.zeros_like(like)
-    for row, i in enumerate(chunk):
-        p, r = len(batch["prompt_ids"][i]), len(batch["response_ids"][i])
-        mask[row, p - 1: p - 1 + r] = 1.0
-    return mask
-
-
-def _engine_logprobs(batch, chunk, like: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros_like(like)
-    for row, i in enumerate(chunk):
-        p, lps = len(batch["prompt_ids"][i]), batch["engine_logprobs"][i]
-        out[row, p - 1: p - 1 + len(lps)] = torch.tensor(lps, dtype=out.dtype)
-    return out
-
-
 def _metric_column(path: Path, key: str) -> list[float]:
-    import json
-    if not path.is_file():
-        return []
-    return [json.loads(line)[key] for line in path.read_text().splitlines() if line]
+    from rlspec.runtime.metricsfile import read_metrics
+    return [row[key] for row in read_metrics(path)]
 
 
 def _progress(m: dict[str, Any], total: int) -> str:

@@ -1,17 +1,19 @@
 """The rollout interface every engine implements: settings, sampling, samples, timing.
 
-What: the engine-neutral half of rollouts. `RolloutSettings` is the spec's resolved `rollout` block,
-`Sampling` one call's sampling settings, `Sample` one generated answer, `Rollout` the answers of one
-call plus its timing, and `Engine` the base class that turns prompts into token ids, checks lengths,
-times the call and decodes texts, leaving only the model-specific step to `vllm` and `hf`.
+What: the engine-neutral half of rollouts. The engine's settings are the job's typed
+`EngineSettings` (`rlspec.compiler.jobs`: the spec's `rollout` block less its sampling knobs);
+`SamplingParams` is one call's sampling settings, `Sample` one generated answer, `Generations` the
+answers of one call plus its timing, and `Engine` the base class that turns prompts into token ids,
+checks lengths, times the call and decodes texts, leaving only the model-specific step to `vllm`
+and `hf`.
 
 Why: training, curation's `pass_rate` filter and benchmarks all ask the same question (n answers
 per prompt, with the log-probs the sampler really used), and must not care which engine answers.
 Everything both engines share lives here once, so the two cannot drift apart.
 
 How: `make_engine(...)` (in `__init__`) builds an engine; then
-    rollout = engine.generate(prompts, engine.make_sampling(n=8, temperature=1.0, max_tokens=8192))
-    rollout[i][j].token_ids, .logprobs, .finish_reason, .text;  rollout.timing.tokens_per_s
+    out = engine.generate(prompts, SamplingParams(n=8, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8192))
+    out[i][j].token_ids, .logprobs, .finish_reason, .text;  out.timing.tokens_per_s
 """
 
 from __future__ import annotations
@@ -19,70 +21,12 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Literal
 
+from rlspec.compiler.jobs import EngineSettings
+
 FinishReason = Literal["stop", "length"]
-EngineName = Literal["vllm", "hf"]
-ENGINES: tuple[str, ...] = ("vllm", "hf")
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings: the spec's `rollout` block, resolved by the compiler into a plain dict.
-# ---------------------------------------------------------------------------------------------
-
-
-def _from_mapping(cls, data: Mapping, where: str):
-    """Build frozen dataclass `cls` from `data`, naming every unknown or missing key at once."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    missing = sorted(names - set(data))
-    if unknown or missing:
-        raise ValueError(
-            f"{where}: unknown keys {unknown}, missing keys {missing}; the compiler resolves every "
-            f"key of this block, so expected exactly {sorted(names)}"
-        )
-    return cls(**data)
-
-
-@dataclass(frozen=True)
-class VllmSettings:
-    """vLLM engine knobs (spec: `rollout.vllm`)."""
-
-    tensor_parallel_size: int
-    gpu_memory_utilization: float
-    kv_cache_memory_bytes: int | None  # on CPU it must be set: vLLM's default takes ~90% of RAM
-    enforce_eager: bool
-    max_num_seqs: int
-
-
-@dataclass(frozen=True)
-class HfSettings:
-    """transformers engine knobs (spec: `rollout.hf`)."""
-
-    batch_size: int  # rows (prompt x sample) per `generate` call
-
-
-@dataclass(frozen=True)
-class RolloutSettings:
-    """The resolved `rollout` block; `top_p`/`top_k` are the defaults `make_sampling` fills in."""
-
-    engine: EngineName
-    top_p: float
-    top_k: int  # -1 = off
-    max_prompt_tokens: int
-    vllm: VllmSettings
-    hf: HfSettings
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> RolloutSettings:
-        data = dict(data)
-        data["vllm"] = _from_mapping(VllmSettings, data.get("vllm", {}), "rollout.vllm")
-        data["hf"] = _from_mapping(HfSettings, data.get("hf", {}), "rollout.hf")
-        settings = _from_mapping(cls, data, "rollout")
-        if settings.engine not in ENGINES:
-            raise ValueError(f"rollout.engine: {settings.engine!r} is not one of {list(ENGINES)}")
-        return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,19 +35,20 @@ class RolloutSettings:
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """How to sample one `generate` call. temperature 0 means greedy.
+class SamplingParams:
+    """How to sample one `generate` call. temperature 0 means greedy; every caller says all of
+    n, temperature, top_p, top_k and max_tokens (from its job config), so nothing is defaulted here.
 
     `seed=None` draws from the engine's own random stream (seeded once at construction), so two
     calls give different samples; an int makes the call reproducible on its own.
     `ignore_eos` keeps generating past EOS (benchmarks use it to fix the lengths).
     """
 
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1  # -1 = off
-    max_tokens: int = 256
+    n: int
+    temperature: float
+    top_p: float
+    top_k: int  # -1 = off
+    max_tokens: int
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
@@ -122,7 +67,7 @@ class Sampling:
         if self.max_tokens < 1:
             problems.append(f"max_tokens={self.max_tokens}: must be >= 1")
         if problems:
-            raise ValueError("Sampling: " + "; ".join(problems))
+            raise ValueError("SamplingParams: " + "; ".join(problems))
         # tuples keep the dataclass hashable even when lists were passed
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
@@ -158,7 +103,7 @@ class Timing:
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-class Rollout(list):
+class Generations(list):
     """`list[list[Sample]]` (one inner list of n samples per prompt, in prompt order) that also
     carries the call's `timing`."""
 
@@ -186,17 +131,11 @@ class Engine(abc.ABC):
 
     name: str = ""
 
-    def __init__(self, model_path: str, tokenizer, settings: RolloutSettings, max_model_len: int):
+    def __init__(self, model_path: str, tokenizer, settings: EngineSettings, max_model_len: int):
         self.model_path = str(model_path)
         self.tokenizer = tokenizer
         self.settings = settings
         self.max_model_len = max_model_len
-
-    def make_sampling(self, *, n: int, temperature: float, max_tokens: int, **overrides) -> Sampling:
-        """A `Sampling` with the spec's top-p / top-k filled in (overrides win)."""
-        base = Sampling(n=n, temperature=temperature, max_tokens=max_tokens,
-                        top_p=self.settings.top_p, top_k=self.settings.top_k)
-        return replace(base, **overrides)
 
     def encode(self, prompts: Sequence[str | Sequence[int]], max_tokens: int) -> list[list[int]]:
         """Token ids of every prompt (strings are tokenised as-is: templates were applied upstream);
@@ -220,7 +159,7 @@ class Engine(abc.ABC):
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return [int(t) for t in prompt]
 
-    def generate(self, prompts: Sequence[str | Sequence[int]], sampling: Sampling) -> Rollout:
+    def generate(self, prompts: Sequence[str | Sequence[int]], sampling: SamplingParams) -> Generations:
         """n samples for every prompt, in prompt order, with the call's timing."""
         start = time.perf_counter()
         ids = self.encode(prompts, sampling.max_tokens)
@@ -233,10 +172,10 @@ class Engine(abc.ABC):
             generated_tokens=sum(len(s.token_ids) for g in raw for s in g),
             seconds=time.perf_counter() - start,
         )
-        return Rollout(groups, timing)
+        return Generations(groups, timing)
 
     @abc.abstractmethod
-    def _generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[RawSample]]:
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
         """Model-specific generation: one list of `sampling.n` raw samples per prompt."""
 
     @abc.abstractmethod

@@ -22,7 +22,9 @@ import time
 
 import torch
 
-from .base import Engine, RawSample, RolloutSettings, Sampling, named_tensor_list
+from rlspec.compiler.jobs import EngineSettings
+
+from .base import Engine, RawSample, SamplingParams, named_tensor_list
 from .logprobs import process_logits
 
 # "auto": the dtype saved in the model's config, as vLLM reads it
@@ -32,7 +34,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class _Sampler:
     """Logits processor: draw each row's next token ourselves and force `generate` to take it."""
 
-    def __init__(self, sampling: Sampling, generator: torch.Generator):
+    def __init__(self, sampling: SamplingParams, generator: torch.Generator):
         self.sampling = sampling
         self.generator = generator
         self.logprobs: list[torch.Tensor] = []  # one (rows,) tensor per step
@@ -84,7 +86,7 @@ class HfEngine(Engine):
 
     name = "hf"
 
-    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: RolloutSettings):
+    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: EngineSettings):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -101,7 +103,7 @@ class HfEngine(Engine):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
-    def stop_ids(self, sampling: Sampling) -> list[int]:
+    def stop_ids(self, sampling: SamplingParams) -> list[int]:
         """Ids that end a sample: EOS (unless ignored) plus the call's explicit stop ids."""
         return sorted((set() if sampling.ignore_eos else self.eos_ids) | set(sampling.stop_token_ids))
 
@@ -109,7 +111,7 @@ class HfEngine(Engine):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[RawSample]]:
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
         generator = self.generator
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
@@ -126,7 +128,7 @@ class HfEngine(Engine):
         return [results[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
     @torch.inference_mode()
-    def _generate_batch(self, rows: list[list[int]], sampling: Sampling, generator) -> list[RawSample]:
+    def _generate_batch(self, rows: list[list[int]], sampling: SamplingParams, generator) -> list[RawSample]:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         input_ids, mask = self._left_pad(rows)

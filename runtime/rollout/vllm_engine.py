@@ -26,7 +26,9 @@ from __future__ import annotations
 import os
 import time
 
-from .base import Engine, RawSample, RolloutSettings, Sampling, named_tensor_list
+from rlspec.compiler.jobs import EngineSettings
+
+from .base import Engine, RawSample, SamplingParams, named_tensor_list
 from .isolation import RngStream, preserved_process_state
 
 IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -44,7 +46,7 @@ class VllmEngine(Engine):
 
     name = "vllm"
 
-    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: RolloutSettings):
+    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: EngineSettings):
         from transformers import AutoTokenizer
 
         super().__init__(model_path, AutoTokenizer.from_pretrained(model_path), settings, max_model_len)
@@ -74,10 +76,10 @@ class VllmEngine(Engine):
                 worker_extension_cls=WORKER_EXTENSION, **extra,
             )
 
-    def sampling_params(self, prompt_count: int, sampling: Sampling) -> list:
-        """One `SamplingParams` per prompt. A seeded call gives prompt i seed `seed + i * n`: vLLM
+    def sampling_params(self, prompt_count: int, sampling: SamplingParams) -> list:
+        """One vLLM `SamplingParams` per prompt. A seeded call gives prompt i seed `seed + i * n`: vLLM
         seeds the n samples of a prompt `seed + j`, so no two samples share a random stream."""
-        from vllm import SamplingParams
+        from vllm import SamplingParams as VllmSamplingParams
 
         common = dict(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
@@ -88,10 +90,10 @@ class VllmEngine(Engine):
             detokenize=bool(sampling.stop), include_stop_str_in_output=True,
         )
         if sampling.seed is None:
-            return [SamplingParams(**common)] * prompt_count
-        return [SamplingParams(**common, seed=sampling.seed + i * sampling.n) for i in range(prompt_count)]
+            return [VllmSamplingParams(**common)] * prompt_count
+        return [VllmSamplingParams(**common, seed=sampling.seed + i * sampling.n) for i in range(prompt_count)]
 
-    def _generate(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[RawSample]]:
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
         params = self.sampling_params(len(prompt_ids), sampling)
         prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
         with self.rng:  # unseeded sampling draws from the global torch RNG: use ours

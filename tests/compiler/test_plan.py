@@ -37,10 +37,10 @@ def test_grid_varying_stage_two_runs_stage_one_once(write_spec):
     trains = [j for j in plan.jobs.values() if j.kind == "train"]
     assert len(plan.cells) == 9
     assert len(trains) == 1 + 9
-    s1 = [j for j in trains if j.config["stage"] == "s1"]
+    s1 = [j for j in trains if j.config.stage == "s1"]
     assert len(s1) == 1 and sorted(s1[0].cells) == list(range(9))
     # every s2 job starts from the one s1 checkpoint
-    assert all(j.inputs["policy"] == s1[0].id for j in trains if j.config["stage"] == "s2")
+    assert all(j.inputs["policy"] == s1[0].id for j in trains if j.config.stage == "s2")
     # initial-model benchmarks and curation are shared too
     assert kinds(plan)["curate"] == 1
     assert kinds(plan)["bench"] == 1 + 1 + 9  # initial, after s1, after each s2
@@ -84,7 +84,7 @@ def test_job_id_is_hash_of_config_and_inputs(write_spec):
 
 def test_budget_arithmetic(write_spec):
     plan = build_plan(check_file(write_spec(MINI)).cells)
-    s1 = next(j for j in plan.jobs.values() if j.kind == "train" and j.config["stage"] == "s1")
+    s1 = next(j for j in plan.jobs.values() if j.kind == "train" and j.config.stage == "s1")
     est = s1.estimate
     assert est["rollout_tokens"] == 8 * 4 * 1024 * 10  # prompts/step x group x max tokens x steps
     assert est["responses"] == 8 * 4 * 10
@@ -100,7 +100,7 @@ def test_per_epoch_group_size_budget(write_spec):
     text = text.replace("    steps: 10\n    prompts_per_step: 8\n    group_size: 4\n",
                         "    epochs: 2\n    prompts_per_step: 8\n    group_size: {kind: per_epoch, values: [4, 8]}\n", 1)
     plan = build_plan(check_file(write_spec(text)).cells)
-    s1 = next(j for j in plan.jobs.values() if j.kind == "train" and j.config["stage"] == "s1")
+    s1 = next(j for j in plan.jobs.values() if j.kind == "train" and j.config.stage == "s1")
     assert s1.estimate["steps"] == 16  # 64 prompts / 8 per step x 2 epochs
     assert s1.estimate["responses"] == 8 * (4 * 8 + 8 * 8)
 
@@ -151,10 +151,10 @@ def test_quickstart_ablations_share_their_prefix():
     onpolicy = build_plan(check_file(SPECS / "ablations" / "quickstart-onpolicy.yaml").cells)
     trains = [j for j in onpolicy.jobs.values() if j.kind == "train"]
     assert len(onpolicy.cells) == 2 and len(trains) == 3 + 1  # math stages once, code stage per cell
-    shared = {j.config["stage"] for j in trains if len(j.cells) == 2}
+    shared = {j.config.stage for j in trains if len(j.cells) == 2}
     assert shared == {"math-short", "math-long"}
     # both code-stage jobs start from the one shared math-long checkpoint
-    math_long = next(j for j in trains if j.config["stage"] == "math-long")
-    assert {j.inputs["policy"] for j in trains if j.config["stage"] == "code"} == {math_long.id}
+    math_long = next(j for j in trains if j.config.stage == "math-long")
+    assert {j.inputs["policy"] for j in trains if j.config.stage == "code"} == {math_long.id}
     length = build_plan(check_file(SPECS / "ablations" / "quickstart-length.yaml").cells)
     assert sum(1 for j in length.jobs.values() if j.kind == "train") == 1 + 2 + 2

@@ -92,7 +92,7 @@ def reward_at(cell: int, stage_index: int, step: int) -> float:
 def fill(build: Path, skip: set[str] = frozenset()) -> None:
     """Write the outputs of every job except those in `skip` (job ids)."""
     for jid, info in context(build)["jobs"].items():
-        if jid in skip or info["kind"] in ("report", "model"):
+        if jid in skip or info["kind"] == "report":
             continue
         job = load_job(job_file(build, jid), info["kind"], build / "context.json")
         out = build / job.output_dir
@@ -101,23 +101,22 @@ def fill(build: Path, skip: set[str] = frozenset()) -> None:
 
 
 def write_bench(job, out: Path, cell: int) -> None:
-    cfg = job.config
     stage = job.label.split("@ ")[-1]
     problems = [{"id": f"p{i}"} for i in range(5)]
     samples, grades = [], []
     for p in range(len(problems)):
-        ok = [bench_accuracy(cell, stage, p, s) for s in range(cfg["k"])]
+        ok = [bench_accuracy(cell, stage, p, s) for s in range(job.config.k)]
         samples.append([Sample([1] * 10, [0.0] * 10, "stop", "x") for _ in ok])
         grades.append([Grade(1.0, "correct", answer="7") if o else Grade(0.0, "wrong", answer=str(p)) for o in ok])
     results = bench.score(job, problems, samples, grades, {}, {"load_s": 1.0, "generate_s": 2.0}, 3.0)
     write_json_atomic(out / "results.json", results)
-    write_json_atomic(out / "done.json", {"benchmark": cfg["benchmark"]})
+    write_json_atomic(out / "done.json", {"benchmark": job.config.benchmark})
 
 
 def write_train(job, out: Path, cell: int) -> None:
-    i = job.config["stage_index"]
+    i = stage_index(job)
     rows = []
-    for step in range(1, job.config["steps"] + 1):
+    for step in range(1, job.config.steps + 1):
         row = {k: 0.5 for k in TRAIN_KEYS}
         row.update(step=step, reward_mean=reward_at(cell, i, step), pass_rate=reward_at(cell, i, step) * 0.9,
                    response_len_mean=100 + 10 * step + 50 * i, truncation_rate=0.1 / step, entropy=1.0 - 0.05 * step,
@@ -129,10 +128,22 @@ def write_train(job, out: Path, cell: int) -> None:
 
 
 def write_funnel(job, out: Path, cell: int) -> None:
-    name = job.config.get("dataset") or f"hard prompts before {job.config.get('stage')}"
+    name = job.config.dataset if job.kind == "curate" else f"hard prompts before {job.config.stage}"
     steps = [Step("length", 1, 100, 95, 5, 0.01, {"too short": 5}), Step("dedup_exact", 2, 95, 90, 5, 0.02, {"dup": 5})]
     write_json_atomic(out / "funnel.json", funnel_json(name, "math", [{"uri": "builtin://math", "records": 100}], steps, 90))
     write_json_atomic(out / "done.json", {"records": 90})
 
 
-WRITERS = {"bench": write_bench, "train": write_train, "curate": write_funnel, "filter": write_funnel}
+def stage_index(job) -> int:
+    """Where the job's stage stands in its cell's spec (the resolved spec in the build folder)."""
+    resolved = json.loads((Path(job.path).parent.parent.parent / "spec.resolved.json").read_text())
+    names = [st["name"] for st in resolved["cells"][0]["spec"]["stages"]]
+    return names.index(job.config.stage)
+
+
+def write_model(job, out: Path, cell: int) -> None:
+    (out / "model").mkdir(exist_ok=True)
+    write_json_atomic(out / "done.json", {"model": "model"})
+
+
+WRITERS = {"model": write_model, "bench": write_bench, "train": write_train, "curate": write_funnel, "filter": write_funnel}

@@ -4,6 +4,7 @@ vLLM variant is marked slow), graded by the real math grader and code sandbox.""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from rlspec.compiler.spec import DateWindow
 
 from rlspec.compiler.cli import main as rlspec_main
 from rlspec.runtime import bench, tinymodel
@@ -76,9 +79,15 @@ def bench_job(build: Path, benchmark: str, after: str) -> str:
     return jid
 
 
-def run_job(build: Path, jid: str) -> subprocess.CompletedProcess:
+def model_job(build: Path) -> str:
+    jobs = json.loads((build / "context.json").read_text())["jobs"]
+    (jid,) = [j for j, info in jobs.items() if info["kind"] == "model"]
+    return jid
+
+
+def run_job(build: Path, jid: str, kind: str = "bench") -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    return subprocess.run([sys.executable, "-m", "rlspec.runtime.bench", "--job", f"jobs/bench/{jid}.json",
+    return subprocess.run([sys.executable, "-m", f"rlspec.runtime.{kind}", "--job", f"jobs/{kind}/{jid}.json",
                            "--context", "context.json"], cwd=build, env=env, capture_output=True, text=True,
                           timeout=600)
 
@@ -99,14 +108,16 @@ def check_outputs(out: Path, problems: int, k: int) -> dict:
 
 
 def test_bench_job_initial_model_math(tmp_path, tiny):
+    """The initial model is the `model` job's folder: it links the spec's local model folder."""
     build = compile_build(tmp_path, tiny)
     jid = bench_job(build, "held", "initial")
+    assert run_job(build, model_job(build), "model").returncode == 0
     proc = run_job(build, jid)
     assert proc.returncode == 0, proc.stderr
     results = check_outputs(build / "results" / "bench" / jid, problems=6, k=4)
     assert set(results["metrics"]) == {"avg@k", "pass@2", "maj@k"}
     assert results["metrics"]["maj@k"]["name"] == "maj@4" and results["unit"] == "percent"
-    assert results["model"] == {"path": str(tiny), "revision": None}
+    assert results["model"] == f"results/model/{model_job(build)}"
     assert set(results["status_counts"]) <= {"correct", "wrong", "no_answer", "timeout", "error"}
     assert "avg@4" in proc.stdout
 
@@ -134,7 +145,7 @@ def test_bench_job_without_checkpoint_fails_cleanly(tmp_path, tiny, monkeypatch,
         (out / stale).write_text("{}")
     monkeypatch.chdir(build)
     assert bench.main(["--job", f"jobs/bench/{jid}.json", "--context", "context.json"]) == 1
-    assert "no model there" in capsys.readouterr().err
+    assert re.search(r"input model results/train/\w+/model is missing", capsys.readouterr().err)
     assert not any(out.iterdir())
 
 
@@ -173,8 +184,7 @@ def test_date_window_keeps_problems_released_inside(tmp_path, tiny):
     problems, excluded = bench.load_problems(job)
     assert [p["id"] for p in problems] == ["q1", "q2"]
     assert excluded == {"outside_window": 2, "no_release_date": 1}
-    empty = json.loads(json.dumps(job.config))
-    empty["date_window"] = {"start": "2030-01-01", "end": "2031-01-01"}
+    empty = job.config.model_copy(update={"date_window": DateWindow(start="2030-01-01", end="2031-01-01")})
     with pytest.raises(bench.BenchError, match="no problems to evaluate"):
         bench.load_problems(job.__class__(**{**job.__dict__, "config": empty}))
 

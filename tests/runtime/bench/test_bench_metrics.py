@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from rlspec.runtime.bench import avg_at_k, maj_at_k, majority_correct, metric_name, pass_at_k
+from rlspec.runtime.metrics import avg_at_k, maj_at_k, majority_correct, metric_name, pass_at_k
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:

@@ -16,7 +16,9 @@ import pytest
 
 import report_fixtures as rf
 from rlspec.compiler.cli import main as rlspec_main
-from rlspec.runtime.report import best_cells, report_build, result_rows
+from rlspec.runtime.report import report_build
+from rlspec.runtime.reporting.render import result_rows
+from rlspec.runtime.reporting.summary import best_cells
 
 FIGURES = {"training_curves.png", "benchmarks.png", "ablation_len.png"}
 

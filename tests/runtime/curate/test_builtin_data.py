@@ -14,10 +14,11 @@ import pytest
 
 from rlspec.runtime.data.builtin import BuiltinError, generate, parse_uri
 from rlspec.runtime.data.ngrams import NgramIndex
+from rlspec.compiler.jobs import Grading
+from rlspec.compiler.spec import AnswerExtraction, RewardSettings
 from rlspec.runtime.scoring import score
 
-ANSWER = {"think_end": "</think>", "math_fallback_patterns": []}
-REWARD = {"math_timeout_s": 5.0, "code_time_limit_s": 6.0, "code_total_time_limit_s": 60.0, "code_memory_mb": 512}
+GRADING = Grading(reward=RewardSettings(code_memory_mb=512), answer=AnswerExtraction())
 
 
 @pytest.mark.parametrize("kind", ["math", "code"])
@@ -69,14 +70,14 @@ def test_prompts_and_answers_are_short():
 
 def test_worked_math_answers_are_graded_correct():
     records = generate("builtin://math?n=300&difficulty=4&worked=true")
-    grades = score(records, [r["response"] for r in records], reward=REWARD, answer=ANSWER)
+    grades = score(records, [r["response"] for r in records], GRADING)
     assert [g.status for g in grades] == ["correct"] * len(records)
     assert all(r["response"].endswith(f"\\boxed{{{r['answer']}}}") for r in records)
 
 
 def test_reference_programs_pass_their_tests_in_the_sandbox():
     records = generate("builtin://code?n=60&difficulty=3&worked=true")
-    grades = score(records, [r["response"] for r in records], reward=REWARD, answer=ANSWER)
+    grades = score(records, [r["response"] for r in records], GRADING)
     assert [g.status for g in grades] == ["pass"] * len(records), [g.detail for g in grades if g.status != "pass"]
     modes = Counter(r["meta"]["template"].rsplit(".", 1)[1] for r in records)
     assert modes["stdin"] > 10 and modes["call"] > 10  # both test formats
@@ -92,7 +93,7 @@ def test_tasks_selects_templates_and_chains_compose_small_facts():
             a, op, b, _, c = step.split()
             assert 1 <= int(b) <= 9 and 0 <= int(c) <= 20 and int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
         assert steps[-1].split()[-1] == r["answer"]
-    grades = score(records, [r["response"] for r in records], reward=REWARD, answer=ANSWER)
+    grades = score(records, [r["response"] for r in records], GRADING)
     assert {g.status for g in grades} == {"correct"}
     modes = {m: {r["meta"]["template"].rsplit(".", 1)[1] for r in generate(f"builtin://code?n=50&mode={m}")}
              for m in ("stdin", "call", "both")}
@@ -117,9 +118,9 @@ def test_shortcut_answers_skip_the_work_and_are_graded_as_such():
     direct = [r for r in mixed if r["response"].startswith("</think>")]
     assert 0.3 < len(direct) / len(mixed) < 0.5
     assert all(re.fullmatch(r"</think>\n\\boxed\{\d+\}", r["response"]) for r in direct)
-    assert {g.status for g in score(direct, [r["response"] for r in direct], reward=REWARD, answer=ANSWER)} == {"wrong"}
+    assert {g.status for g in score(direct, [r["response"] for r in direct], GRADING)} == {"wrong"}
     code = generate("builtin://code?n=80&difficulty=1&worked=true&shortcut=1")
-    grades = score(code, [r["response"] for r in code], reward=REWARD, answer=ANSWER)
+    grades = score(code, [r["response"] for r in code], GRADING)
     assert all("input()" not in r["response"] and "xs)" not in r["response"].split("return")[-1] for r in code)
     assert sum(g.status == "pass" for g in grades) == 0  # hard-coding the example never passes the tests
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+from pydantic import TypeAdapter
 
 from curate_helpers import MATH_SUFFIX, TEMPLATE
+from rlspec.compiler.jobs import CurateFilter, Grading, Inference
 from rlspec.runtime.data.filters import FILTERS, Context, FilterError, get_filter
 from rlspec.runtime.data.funnel import CurateError, apply_filters, funnel_json, funnel_markdown
 
@@ -19,16 +21,25 @@ CONFIG = {
     "reward": {"math_timeout_s": 5.0, "code_time_limit_s": 6.0, "code_total_time_limit_s": 60.0, "code_memory_mb": 512},
     "prompt": {"template": TEMPLATE, "math_suffix": MATH_SUFFIX, "code_suffix": " Answer in a ```python block.",
                "use_chat_template": False},
-    "engine": {"engine": "hf", "temperature": {"kind": "constant", "value": 1.0}, "top_p": 1.0, "top_k": -1,
-               "max_prompt_tokens": 96, "hf": {"batch_size": 64},
-               "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": None,
-                        "enforce_eager": True, "max_num_seqs": 8}},
-    "dtype": "float32", "max_context": 256, "seed": 0, "tokenizer": None, "filters": [],
+    "rollout": {"engine": "hf", "max_prompt_tokens": 96, "hf": {"batch_size": 64},
+                "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": None,
+                         "enforce_eager": True, "max_num_seqs": 8}},
+    "dtype": "float32", "max_context": 256, "seed": 0,
 }
+FILTER = TypeAdapter(CurateFilter)
 
 
 def ctx(domain="math", **kw) -> Context:
-    return Context(dataset="d", domain=domain, config=copy.deepcopy(kw.pop("config", CONFIG)), **kw)
+    """A filter's context as a curate job builds it from its typed config (`config` overrides CONFIG)."""
+    c = copy.deepcopy(kw.pop("config", CONFIG))
+    grading = Grading.model_validate({"reward": c["reward"], "answer": c["answer"]})
+    inference = Inference.model_validate({k: c[k] for k in ("rollout", "dtype", "max_context", "prompt")})
+    return Context(dataset="d", domain=domain, seed=c["seed"], grading=grading, inference=inference, **kw)
+
+
+def typed(filters: list[dict]) -> list:
+    """Filter blocks as a job config holds them (the spec's models, or the compiler's resolved ones)."""
+    return [FILTER.validate_python(f) for f in filters]
 
 
 def math(prompt: str, answer: str = "1", i: int | None = None, **meta) -> dict:
@@ -44,7 +55,7 @@ def code(prompt: str, tests: list, i: int = 0, **extra) -> dict:
 
 
 def verdicts(kind: str, records: list[dict], context: Context | None = None, **cfg) -> list:
-    return get_filter(kind)(records, {"kind": kind, **cfg}, context or ctx())
+    return get_filter(kind)(records, FILTER.validate_python({"kind": kind, **cfg}), context or ctx())
 
 
 def kept(kind: str, records: list[dict], context: Context | None = None, **cfg) -> list[str]:
@@ -107,7 +118,7 @@ def test_length_in_chars_and_tokens(seven_model):
     assert v[0] == "3 chars < min 10" and v[1:] == [None, None]
     tokens = ctx(inputs={"policy": str(seven_model.parent)})  # a from-scratch policy: <model job>/model
     assert kept("length", records, tokens, min=2, max=20, unit="tokens") == ["Hi?", "What is 2 + 3?"]
-    with pytest.raises(FilterError, match="needs the policy's tokenizer"):
+    with pytest.raises(FilterError, match="no 'policy' input model"):
         verdicts("length", records, min=2, max=20, unit="tokens")
 
 
@@ -129,7 +140,7 @@ def test_min_tests_date_cutoff_interactive_special_judge():
                code("Echo.", [{"input": "a", "output": "a"}] * 2, 3, meta={"interactive": True, "checker": "spj.cpp"})]
     assert kept("min_tests", records, min=2) == [records[i]["prompt"] for i in (0, 2, 3)]
     assert verdicts("min_tests", records, min=2)[1] == "1 test(s) < min 2"
-    step = apply_filters(records, [{"kind": "date_cutoff", "before": "2024-08-01", "after": None}], ctx("code"))[1][0]
+    step = apply_filters(records, typed([{"kind": "date_cutoff", "before": "2024-08-01", "after": None}]), ctx("code"))[1][0]
     assert step.reasons == {"released on or after 2024-08-01": 1, "no release date": 2}
     v = verdicts("date_cutoff", records, before="2024-08-01", after=None)
     assert v == [None, "released on or after 2024-08-01: 2024-08-01", "no release date", "no release date"]
@@ -203,17 +214,18 @@ def test_decontaminate_catches_a_lightly_reworded_benchmark_question(tmp_path):
     records = [math(reworded, "110", i=0), math("Find the least positive integer m with m > 3.", i=1),
                math("What is the least prime number?", i=2)]
     cfg = {"n": 9, "extra_files": [], "benchmarks": {"aime24": {"domain": "math", "source": {
-        "uri": "aime.jsonl", "fields": {"prompt": "problem"}, "split": "train"}}}}
+        "uri": "aime.jsonl", "fields": {"prompt": "problem"}, "split": "train", "sha256": None}}}}
     v = verdicts("decontaminate", records, ctx(spec_dir=tmp_path), **cfg)
     assert v[0].startswith("9-gram overlap with aime24: item aime.jsonl-0: 'the least prime number for which there exists")
     assert v[1:] == [None, None]
     (tmp_path / "more.csv").write_text("prompt\nwhat is the least prime number\n")
-    v = verdicts("decontaminate", records, ctx(spec_dir=tmp_path), **{**cfg, "benchmarks": {}, "extra_files": ["more.csv"]})
+    v = verdicts("decontaminate", records, ctx(spec_dir=tmp_path), **{**cfg, "benchmarks": {}, "extra_files": [{"path": "more.csv", "sha256": None}]})
     assert v == [None, None, "9-gram overlap with more.csv: item more.csv-0: 'What is the least prime number?'"]
 
 
 def test_decontaminate_unreadable_benchmark_names_it(tmp_path):
-    cfg = {"n": 9, "extra_files": [], "benchmarks": {"lcb": {"domain": "code", "source": {"uri": "missing.jsonl"}}}}
+    cfg = {"n": 9, "extra_files": [], "benchmarks": {"lcb": {"domain": "code", "source": {"uri": "missing.jsonl",
+                                                                                         "sha256": None}}}}
     with pytest.raises(FilterError, match=r"benchmark 'lcb': missing.jsonl: file not found"):
         verdicts("decontaminate", [math("x")], ctx(spec_dir=tmp_path), **cfg)
 
@@ -221,23 +233,30 @@ def test_decontaminate_unreadable_benchmark_names_it(tmp_path):
 # ---------------------------------------------------------------------------------------------- pass rate
 
 
-def pass_rate_cfg(**kw) -> dict:
-    return {"kind": "pass_rate", "policy": {"initial": False, "path": None, "revision": None}, "k": 4, "min": 0.0,
-            "max": 1.0, "max_response_tokens": 16, "temperature": 0.6, "top_p": 0.95, "majority": False,
-            "min_response_tokens": None, **kw}
+def pass_rate_cfg(**kw):
+    return FILTER.validate_python({
+        "kind": "pass_rate", "model": "teacher0", "k": 4, "min": 0.0, "max": 1.0, "max_response_tokens": 16,
+        "temperature": 0.6, "top_p": 0.95, "majority": False, "min_response_tokens": None, **kw})
+
+
+def teacher(seven_model) -> dict:
+    """The inputs of a curate job whose pass-rate teacher is `seven_model` (a model job's `model/`)."""
+    return {"teacher0": str(seven_model.parent)}
 
 
 def test_pass_rate_keeps_items_in_the_band_with_the_hf_engine(seven_model):
     records = [math("What is 3 + 4?", "7", i=0), math("What is 2 + 2?", "4", i=1), math("What is 10 - 3?", "7", i=2),
                math("Compute " + " + ".join(["1"] * 60) + ".", "60", i=3)]
-    cfg = pass_rate_cfg(policy={"initial": False, "path": str(seven_model), "revision": None}, max=0.5)
-    v = get_filter("pass_rate")(records, cfg, ctx())
+    cfg = pass_rate_cfg(max=0.5)
+    v = get_filter("pass_rate")(records, cfg, ctx(inputs=teacher(seven_model)))
     assert v[0] == "pass rate above max 0.5: 4/4" and v[2] == "pass rate above max 0.5: 4/4"
     assert v[1] is None and records[1]["meta"]["pass_rate"]["rate"] == 0.0
     assert v[3].startswith("prompt too long for the rollout:")
-    hard_for_a_teacher = get_filter("pass_rate")(records[:3], {**cfg, "min": 0.125, "max": 1.0}, ctx())
+    hard_for_a_teacher = get_filter("pass_rate")(records[:3], pass_rate_cfg(min=0.125, max=1.0),
+                                                 ctx(inputs=teacher(seven_model)))
     assert hard_for_a_teacher == [None, "pass rate below min 0.125: 0/4", None]
-    too_easy = get_filter("pass_rate")(records[:1], {**cfg, "max": 1.0, "majority": True, "min_response_tokens": 100}, ctx())
+    too_easy = get_filter("pass_rate")(records[:1], pass_rate_cfg(max=1.0, majority=True, min_response_tokens=100),
+                                       ctx(inputs=teacher(seven_model)))
     assert too_easy[0].startswith("answered in fewer than 100 tokens:")
 
 
@@ -246,18 +265,19 @@ def test_pass_rate_with_the_vllm_engine(seven_model, monkeypatch):
     pytest.importorskip("vllm")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     config = copy.deepcopy(CONFIG)
-    config["engine"]["engine"] = "vllm"
-    config["engine"]["vllm"]["kv_cache_memory_bytes"] = 64 << 20
+    config["rollout"]["engine"] = "vllm"
+    config["rollout"]["vllm"]["kv_cache_memory_bytes"] = 64 << 20
     records = [math("What is 3 + 4?", "7", i=0), math("What is 2 + 2?", "4", i=1)]
-    cfg = pass_rate_cfg(policy={"initial": False, "path": str(seven_model), "revision": None}, max=0.5)
-    assert get_filter("pass_rate")(records, cfg, ctx(config=config)) == ["pass rate above max 0.5: 4/4", None]
+    cfg = pass_rate_cfg(max=0.5)
+    assert get_filter("pass_rate")(records, cfg, ctx(config=config, inputs=teacher(seven_model))) == [
+        "pass rate above max 0.5: 4/4", None]
 
 
 def test_pass_rate_initial_policy_is_the_model_job_folder(seven_model):
-    cfg = pass_rate_cfg(policy={"initial": True, "path": None, "revision": None}, max=0.5)
+    cfg = pass_rate_cfg(model="policy", max=0.5)
     v = get_filter("pass_rate")([math("What is 3 + 4?", "7", i=0)], cfg, ctx(inputs={"policy": str(seven_model.parent)}))
     assert v == ["pass rate above max 0.5: 4/4"]
-    with pytest.raises(FilterError, match="no policy to sample from"):
+    with pytest.raises(FilterError, match="no 'policy' input model"):
         get_filter("pass_rate")([math("x", i=1)], cfg, ctx())
 
 
@@ -270,7 +290,7 @@ def test_funnel_counts_add_up_and_examples_explain_drops():
                 math("Prove that 1 + 1 = 2 by adding the two numbers carefully.", "2", i=102)]
     filters = [{"kind": "length", "min": 10, "max": None, "unit": "chars"},
                {"kind": "dedup_exact", "fields": ["prompt"]}, {"kind": "proof"}]
-    out, steps = apply_filters(records, filters, ctx())
+    out, steps = apply_filters(records, typed(filters), ctx())
     assert len(out) == 20
     assert [(s.records_in, s.kept, s.dropped) for s in steps] == [(23, 22, 1), (22, 21, 1), (21, 20, 1)]
     for before, after in zip(steps, steps[1:]):
@@ -285,7 +305,7 @@ def test_funnel_counts_add_up_and_examples_explain_drops():
 def test_a_filter_that_leaves_nothing_names_dataset_and_filter():
     with pytest.raises(CurateError, match=r"dataset 'd', filter 2 \(proof\): no records left \(1 in, all dropped; "
                                           r"top reasons: a proof \(1\)\)") as err:
-        apply_filters([math("Prove it.", i=1)], [{"kind": "multipart"}, {"kind": "proof"}], ctx())
+        apply_filters([math("Prove it.", i=1)], typed([{"kind": "multipart"}, {"kind": "proof"}]), ctx())
     assert [s.filter for s in err.value.steps] == ["multipart", "proof"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rlspec.compiler.jobs import DataSource
 from rlspec.runtime.data.records import parse_tests, read_prompts, write_prompts
 from rlspec.runtime.data.sources import SourceError, read_source
 
@@ -21,9 +22,10 @@ ROWS = [{"problem": "What is 2 + 2?", "solution_value": "4", "url": "u1"},
         {"problem": "What is 3 * 3?", "solution_value": "9", "url": "u2"}]
 
 
-def src(uri: str, **kw) -> dict:
-    return {"uri": uri, "config": None, "split": "train", "revision": None, "fields": {}, "limit": None,
-            "shuffle": False, **kw}
+def src(uri: str, **kw) -> DataSource:
+    """A source block as a job config holds it (sha256: null unless the test pins the bytes)."""
+    return DataSource(**{"uri": uri, "config": None, "split": "train", "revision": None, "fields": {}, "limit": None,
+                         "shuffle": False, "sha256": None, **kw})
 
 
 def write(path: Path, rows: list[dict]) -> Path:

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import torch
 
-from rlspec.runtime.rollout import make_engine
+from rlspec.compiler.jobs import EngineSettings
+from rlspec.runtime.rollout import SamplingParams, make_engine
 
 MAX_MODEL_LEN = 512
 SEED = 0
 
 
 def rollout_settings(engine: str, **overrides) -> dict:
-    """A resolved `rollout` block as the compiler hands it over."""
+    """A job's `inference.rollout` block (EngineSettings) as JSON data, as the compiler writes it."""
     settings = {
-        "engine": engine, "top_p": 1.0, "top_k": -1, "max_prompt_tokens": 300,
+        "engine": engine, "max_prompt_tokens": 300,
         "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5,
                  "kv_cache_memory_bytes": 64 << 20, "enforce_eager": True, "max_num_seqs": 64},
         "hf": {"batch_size": 8},
@@ -24,8 +25,13 @@ def rollout_settings(engine: str, **overrides) -> dict:
 
 
 def build_engine(model_dir, engine: str, **overrides):
-    return make_engine(model_dir, engine=engine, dtype="float32", seed=SEED, max_model_len=MAX_MODEL_LEN,
-                       settings=rollout_settings(engine, **overrides))
+    settings = EngineSettings.model_validate(rollout_settings(engine, **overrides))
+    return make_engine(model_dir, settings, dtype="float32", seed=SEED, max_model_len=MAX_MODEL_LEN)
+
+
+def sampling(**fields) -> SamplingParams:
+    """SamplingParams with the tests' usual values for the fields a test does not set."""
+    return SamplingParams(**{"n": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": 256, **fields})
 
 
 def perturb(model, scale: float, seed: int) -> None:

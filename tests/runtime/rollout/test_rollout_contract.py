@@ -4,7 +4,9 @@ log-probs, finish reasons, stops, seeds, length limits."""
 import pytest
 import torch
 
-from rlspec.runtime.rollout import Sampling, logprob_mismatch, token_logprobs
+from rlspec.runtime.rollout import logprob_mismatch, token_logprobs
+
+from rollout_helpers import sampling
 
 
 def _flat(rollout, attr):
@@ -18,11 +20,11 @@ def _recompute(policy, prompt_ids, rollout, sampling, **processing):
 
 
 def _greedy(engine, prompt, max_tokens, **kw):
-    return engine.generate([prompt], Sampling(temperature=0, max_tokens=max_tokens, ignore_eos=True, **kw))[0][0]
+    return engine.generate([prompt], sampling(temperature=0, max_tokens=max_tokens, ignore_eos=True, **kw))[0][0]
 
 
 def test_samples_carry_ids_logprobs_reasons_text_and_timing(engine, prompts):
-    rollout = engine.generate(prompts[:3], Sampling(n=3, temperature=0.8, max_tokens=12))
+    rollout = engine.generate(prompts[:3], sampling(n=3, temperature=0.8, max_tokens=12))
     assert [len(group) for group in rollout] == [3, 3, 3]
     eos = engine.tokenizer.eos_token_id
     for s in (s for group in rollout for s in group):
@@ -36,11 +38,11 @@ def test_samples_carry_ids_logprobs_reasons_text_and_timing(engine, prompts):
 
 
 def test_logprobs_are_those_of_the_processed_sampling_distribution(engine, policy, prompts):
-    sampling = Sampling(n=4, temperature=0.7, top_k=40, top_p=0.9, max_tokens=16, seed=3)
-    rollout = engine.generate(prompts, sampling)
+    params = sampling(n=4, temperature=0.7, top_k=40, top_p=0.9, max_tokens=16, seed=3)
+    rollout = engine.generate(prompts, params)
     engine_lps = _flat(rollout, "logprobs")
-    processed = _recompute(policy, prompts, rollout, sampling, temperature=0.7, top_k=40, top_p=0.9)
-    raw = _recompute(policy, prompts, rollout, sampling, temperature=1.0)
+    processed = _recompute(policy, prompts, rollout, params, temperature=0.7, top_k=40, top_p=0.9)
+    raw = _recompute(policy, prompts, rollout, params, temperature=1.0)
     assert logprob_mismatch(engine_lps, processed)["max_abs_diff"] < 1e-4
     # and they are measurably *not* the raw model log-probs (vLLM's default)
     assert logprob_mismatch(engine_lps, raw)["mean_abs_diff"] > 0.3
@@ -48,7 +50,7 @@ def test_logprobs_are_those_of_the_processed_sampling_distribution(engine, polic
 
 def test_float32_engine_vs_trainer_logprob_mismatch_is_bounded(engine, policy, prompts):
     """The number training logs every step; for float32 on the tiny model it must be ~rounding."""
-    rollout = engine.generate(prompts, Sampling(n=4, temperature=1.0, max_tokens=32, seed=1))
+    rollout = engine.generate(prompts, sampling(n=4, temperature=1.0, max_tokens=32, seed=1))
     trainer = _recompute(policy, prompts, rollout, None, temperature=1.0)
     gap = logprob_mismatch(_flat(rollout, "logprobs"), trainer)
     assert gap["mean_abs_diff"] < 1e-5 and gap["max_abs_diff"] < 1e-4 and gap["kl"] < 1e-9
@@ -67,7 +69,7 @@ def test_eos_stops_unless_ignored(engine, prompts):
     full = _greedy(engine, prompts[0], 24).token_ids  # ignore_eos: runs on past EOS
     assert eos in full[:-1], "premise: the seeded tiny model emits EOS early on this prompt"
     k = full.index(eos)
-    natural = engine.generate([prompts[0]], Sampling(temperature=0, max_tokens=24))[0][0]
+    natural = engine.generate([prompts[0]], sampling(temperature=0, max_tokens=24))[0][0]
     assert natural.token_ids == full[: k + 1] and natural.finish_reason == "stop"
 
 
@@ -82,15 +84,15 @@ def test_stop_string_ends_the_sample(engine, prompts):
 
 
 def test_max_tokens_gives_length(engine, prompts):
-    rollout = engine.generate(prompts[:2], Sampling(n=2, temperature=1.0, max_tokens=5, ignore_eos=True))
+    rollout = engine.generate(prompts[:2], sampling(n=2, temperature=1.0, max_tokens=5, ignore_eos=True))
     assert all(s.finish_reason == "length" and len(s.token_ids) == 5 for g in rollout for s in g)
 
 
 def test_seeded_calls_repeat_and_unseeded_calls_differ(engine, prompts):
-    seeded = Sampling(n=3, temperature=1.0, max_tokens=10, seed=11)
+    seeded = sampling(n=3, temperature=1.0, max_tokens=10, seed=11)
     a, b = (_flat(engine.generate(prompts[:2], seeded), "token_ids") for _ in range(2))
     assert a == b and len({tuple(x) for x in a}) == len(a)  # repeatable, and no two samples alike
-    unseeded = Sampling(n=3, temperature=1.0, max_tokens=10)
+    unseeded = sampling(n=3, temperature=1.0, max_tokens=10)
     c, d = (_flat(engine.generate(prompts[:2], unseeded), "token_ids") for _ in range(2))
     assert c != d
 
@@ -103,4 +105,4 @@ def test_string_prompts_are_tokenised_like_token_prompts(engine):
 
 def test_prompts_over_the_limit_are_refused(engine):
     with pytest.raises(ValueError, match="max_prompt_tokens"):
-        engine.generate([[5] * 301], Sampling(max_tokens=4))
+        engine.generate([[5] * 301], sampling(max_tokens=4))

@@ -4,11 +4,14 @@ push in place, the global RNG is never touched; plus the settings block's error 
 import pytest
 import torch
 
-from rlspec.runtime.rollout import RolloutSettings, Sampling, make_engine
+from pydantic import ValidationError
 
-from rollout_helpers import build_engine, perturb, reference_greedy, rollout_settings
+from rlspec.compiler.jobs import EngineSettings
+from rlspec.runtime.rollout import SamplingParams
 
-GREEDY = Sampling(temperature=0, max_tokens=24, ignore_eos=True)
+from rollout_helpers import build_engine, perturb, reference_greedy, rollout_settings, sampling
+
+GREEDY = sampling(temperature=0, max_tokens=24, ignore_eos=True)
 
 
 def _greedy_ids(engine, prompts):
@@ -50,25 +53,22 @@ def test_sampling_never_touches_the_global_rng(hf_engine, policy, prompts):
     torch.manual_seed(4)
     expected = torch.rand(5)
     torch.manual_seed(4)
-    hf_engine.generate(prompts, Sampling(n=4, temperature=1.0, top_p=0.9, max_tokens=16))
+    hf_engine.generate(prompts, sampling(n=4, temperature=1.0, top_p=0.9, max_tokens=16))
     hf_engine.push_weights(policy.state_dict())
     assert torch.equal(torch.rand(5), expected)
 
 
 def test_settings_errors_name_every_bad_key():
     bad = rollout_settings("hf", temprature=1.0)
-    del bad["top_k"]
-    with pytest.raises(ValueError, match=r"unknown keys \['temprature'\], missing keys \['top_k'\]"):
-        RolloutSettings.from_dict(bad)
-    with pytest.raises(ValueError, match="must agree"):
-        make_engine("unused", engine="hf", dtype="float32", seed=0, max_model_len=64,
-                    settings=rollout_settings("vllm"))
+    del bad["max_prompt_tokens"]
+    with pytest.raises(ValidationError) as err:
+        EngineSettings.model_validate(bad)
+    assert {e["loc"][0] for e in err.value.errors()} == {"temprature", "max_prompt_tokens"}
     with pytest.raises(ValueError, match="top_k=0"):
-        Sampling(top_k=0)
+        sampling(top_k=0)
 
 
-def test_make_sampling_takes_top_p_and_top_k_from_the_spec(tiny_model_dir):
-    engine = build_engine(tiny_model_dir, "hf", top_p=0.95, top_k=20)
-    assert engine.make_sampling(n=2, temperature=0.6, max_tokens=9) == Sampling(
-        n=2, temperature=0.6, max_tokens=9, top_p=0.95, top_k=20)
-    assert engine.make_sampling(n=1, temperature=1.0, max_tokens=9, top_p=1.0).top_p == 1.0
+def test_sampling_has_no_hidden_defaults():
+    """Every call says its own top_p / top_k (the job's values): SamplingParams defaults none of them."""
+    with pytest.raises(TypeError):
+        SamplingParams(n=2, temperature=0.6, max_tokens=9)  # type: ignore[call-arg]

@@ -10,13 +10,13 @@ import textwrap
 import pytest
 import torch
 
-from rlspec.runtime.rollout import Sampling, logprob_mismatch, token_logprobs
+from rlspec.runtime.rollout import logprob_mismatch, token_logprobs
 
-from rollout_helpers import build_engine, perturb, reference_greedy, rollout_settings
+from rollout_helpers import build_engine, perturb, reference_greedy, rollout_settings, sampling
 
 pytest.importorskip("vllm")
 
-GREEDY = Sampling(temperature=0, max_tokens=48, ignore_eos=True)
+GREEDY = sampling(temperature=0, max_tokens=48, ignore_eos=True)
 
 
 def _vllm_greedy(engine, prompts):
@@ -24,7 +24,7 @@ def _vllm_greedy(engine, prompts):
 
 
 def _trainer_gap(engine, policy, prompts) -> dict:
-    rollout = engine.generate(prompts, Sampling(n=2, temperature=1.0, max_tokens=16, seed=0))
+    rollout = engine.generate(prompts, sampling(n=2, temperature=1.0, max_tokens=16, seed=0))
     samples = [(p, s) for p, group in zip(prompts, rollout) for s in group]
     with torch.no_grad():
         trainer = token_logprobs(policy, [p for p, _ in samples], [s.token_ids for _, s in samples], temperature=1.0)
@@ -57,8 +57,8 @@ def test_pushed_weights_make_vllm_greedy_equal_transformers_and_stale_weights_ar
 def test_vllm_and_hf_engines_give_the_same_greedy_samples(vllm_engine, hf_engine, prompts):
     # stop on a token the greedy runs produce, so both finish reasons occur
     probe = _vllm_greedy(vllm_engine, prompts)
-    sampling = Sampling(temperature=0, max_tokens=48, stop_token_ids=(probe[0][10],))
-    ours, theirs = (e.generate(prompts, sampling) for e in (vllm_engine, hf_engine))
+    params = sampling(temperature=0, max_tokens=48, stop_token_ids=(probe[0][10],))
+    ours, theirs = (e.generate(prompts, params) for e in (vllm_engine, hf_engine))
     pairs = [(a[0], b[0]) for a, b in zip(ours, theirs)]
     assert [a.token_ids for a, _ in pairs] == [b.token_ids for _, b in pairs]
     assert [a.finish_reason for a, _ in pairs] == [b.finish_reason for _, b in pairs]
@@ -77,10 +77,9 @@ ISOLATION_SCRIPT = textwrap.dedent(
     """
     import json, os, random, sys
     import numpy as np, torch
-    from rlspec.runtime.rollout import Sampling
     sys.path.insert(0, sys.argv[2])
     from safetensors.torch import load_file
-    from rollout_helpers import build_engine
+    from rollout_helpers import build_engine, sampling
 
     def seed_all():
         random.seed(1); np.random.seed(1); torch.manual_seed(1)
@@ -96,7 +95,7 @@ ISOLATION_SCRIPT = textwrap.dedent(
     got = [draws()]
     engine = build_engine(sys.argv[1], "vllm")  # imports vLLM and starts it in this process
     got.append(draws())
-    engine.generate(["What is 1 + 1?"], Sampling(n=4, temperature=1.0, max_tokens=16))
+    engine.generate(["What is 1 + 1?"], sampling(n=4, temperature=1.0, max_tokens=16))
     engine.push_weights(load_file(os.path.join(sys.argv[1], "model.safetensors")))
     got.append(draws())
     changed = sorted(k for k in set(os.environ) | set(env) if os.environ.get(k) != env.get(k))
@@ -180,7 +179,7 @@ def test_both_engines_stop_on_every_eos_id_of_the_generation_config(tiny_model_d
     config = GenerationConfig.from_pretrained(model_dir)
     config.eos_token_id = [config.eos_token_id, extra]
     config.save_pretrained(model_dir)
-    natural = Sampling(temperature=0, max_tokens=48)
+    natural = sampling(temperature=0, max_tokens=48)
     for name in ("hf", "vllm"):
         engine = build_engine(model_dir, name)
         try:

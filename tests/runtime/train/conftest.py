@@ -97,17 +97,18 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) 
 
 
 def compile_and_curate(tmp: Path, text: str) -> tuple[Path, Path]:
-    """Compile the spec into tmp/build, run its curate job; returns (build dir, train job path)."""
+    """Compile the spec into tmp/build, run its model and curate jobs; returns (build dir, train job path)."""
     tmp.mkdir(parents=True, exist_ok=True)
     spec = tmp / "spec.yaml"
     spec.write_text(text)
     out = run([sys.executable, "-m", "rlspec.compiler.cli", "compile", str(spec), "-o", str(tmp / "build")], tmp)
     assert out.returncode == 0, out.stderr
     build = tmp / "build"
-    for job in (build / "jobs" / "curate").glob("*.json"):
-        res = run([sys.executable, "-m", "rlspec.runtime.curate", "--job", str(job.relative_to(build)),
-                   "--context", "context.json"], build)
-        assert res.returncode == 0, res.stderr
+    for kind in ("model", "curate"):
+        for job in (build / "jobs" / kind).glob("*.json"):
+            res = run([sys.executable, "-m", f"rlspec.runtime.{kind}", "--job", str(job.relative_to(build)),
+                       "--context", "context.json"], build)
+            assert res.returncode == 0, res.stderr
     train = next((build / "jobs" / "train").glob("*.json"))
     return build, train
 

@@ -72,7 +72,7 @@ def test_aggregation_shares_add_up_across_micro_batches(name):
     loss = torch.randn(6, 5)
     mask = (torch.rand(6, 5) > 0.3).float()
     mask[:, 0] = 1
-    norm = {"tokens": float(mask.sum()), "sequences": 6.0, "max_tokens": 5.0}
+    norm = algos.Normaliser(tokens=float(mask.sum()), sequences=6.0, max_tokens=5.0)
     whole = algos.aggregate(name, loss, mask, norm)
     parts = sum(algos.aggregate(name, loss[i:i + 2], mask[i:i + 2], norm) for i in range(0, 6, 2))
     assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
@@ -81,7 +81,7 @@ def test_aggregation_shares_add_up_across_micro_batches(name):
 def test_aggregation_values_by_hand():
     loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    norm = {"tokens": 4.0, "sequences": 2.0, "max_tokens": 10.0}
+    norm = algos.Normaliser(tokens=4.0, sequences=2.0, max_tokens=10.0)
     assert algos.aggregate("token_mean", loss, mask, norm).item() == pytest.approx(10 / 4)
     assert algos.aggregate("seq_mean_token_mean", loss, mask, norm).item() == pytest.approx((2 + 4) / 2)
     assert algos.aggregate("seq_mean_token_sum_norm", loss, mask, norm).item() == pytest.approx((6 / 10 + 4 / 10) / 2)

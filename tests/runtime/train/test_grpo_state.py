@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from rlspec.runtime.grpo.sampler import PromptSampler, steps_for
-from rlspec.runtime.grpo.temperature import Temperature, per_epoch
+from pydantic import TypeAdapter
 
-TARGET = {"kind": "entropy_target", "target": 0.3, "initial": 0.6, "min": 0.3, "max": 1.2, "gain": 0.5}
+from rlspec.compiler.spec import GroupSize, Temperature
+from rlspec.runtime.grpo.temperature import TemperatureController
+
+TARGET = TypeAdapter(Temperature).validate_python(
+    {"kind": "entropy_target", "target": 0.3, "initial": 0.6, "min": 0.3, "max": 1.2, "gain": 0.5})
+
+
+def _temp(data) -> TemperatureController:
+    return TemperatureController(TypeAdapter(Temperature).validate_python(data))
+
+
+def _group(data) -> int:
+    return TypeAdapter(GroupSize).validate_python(data)
 
 
 def test_entropy_target_moves_temperature_the_right_way():
-    t = Temperature(TARGET)
+    t = TemperatureController(TARGET)
     assert t.at(0) == 0.6
     t.observe(0.1)  # entropy below target -> hotter
     assert t.at(0) > 0.6
@@ -25,17 +39,17 @@ def test_entropy_target_moves_temperature_the_right_way():
         t.observe(0.0)
     assert t.at(0) == 1.2  # clipped at max
     saved = t.state()
-    fresh = Temperature(TARGET)
+    fresh = TemperatureController(TARGET)
     fresh.load(saved)
     assert fresh.at(0) == 1.2
 
 
 def test_constant_and_per_epoch_schedules():
-    assert Temperature({"kind": "constant", "value": 0.7}).at(5) == 0.7
-    sched = Temperature({"kind": "per_epoch", "values": [0.6, 0.8, 1.0]})
+    assert _temp(0.7).at(5) == 0.7
+    sched = _temp({"kind": "per_epoch", "values": [0.6, 0.8, 1.0]})
     assert [sched.at(e) for e in range(5)] == [0.6, 0.8, 1.0, 1.0, 1.0]
-    assert per_epoch({"kind": "per_epoch", "values": [8, 16]}, 3) == 16
-    assert per_epoch({"kind": "constant", "value": 8}, 3) == 8
+    assert _group({"kind": "per_epoch", "values": [8, 16]}).at(3) == 16
+    assert _group(8).at(3) == 8
 
 
 def test_sampler_is_seeded_and_rolls_over_epochs():
@@ -67,7 +81,7 @@ def test_filter_solved_retires_prompts_solved_every_time():
 
 
 def test_steps_for_epochs():
-    assert steps_for({"steps": 7, "epochs": None, "prompts_per_step": 4}, 100) == 7
-    assert steps_for({"steps": None, "epochs": 2, "prompts_per_step": 4}, 10) == 6
+    assert steps_for(SimpleNamespace(steps=7, epochs=None, prompts_per_step=4), 100) == 7
+    assert steps_for(SimpleNamespace(steps=None, epochs=2, prompts_per_step=4), 10) == 6
     with pytest.raises(ValueError, match="no prompts"):
         PromptSampler(0, 0, 4)

@@ -143,3 +143,22 @@ def test_health_rule_stops_a_hopeless_run(tmp_path, tiny_model_dir):
     assert out.returncode == 1
     assert "mean reward was 0 for 2 steps in a row" in out.stderr and "Traceback" not in out.stderr
     assert not (job_dir(build, job) / "done.json").exists()
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_optimizer_offload_matches_no_offload(tmp_path, tiny_model_dir, zero):
+    """`resources.deepspeed.offload_optimizer: true` (and ZeRO-3 `offload_params`) train with torch's
+    AdamW kept on the host (DeepSpeed raised ZeRORuntimeException before) and end with the weights
+    of the same run without offload. On CPU the "device" is the host too, so this checks DeepSpeed's
+    offload code path and the maths, not the transfer a GPU run makes."""
+    runs = {}
+    for offload in (False, True):
+        ds = f"deepspeed: {{zero_stage: {zero}, offload_optimizer: {str(offload).lower()}"
+        ds += f", offload_params: {str(offload).lower()}}}" if zero == 3 else "}"
+        text = spec_text(tiny_model_dir, steps=2, every=10).replace("resources:\n", f"resources:\n  {ds}\n")
+        build, job = compile_and_curate(tmp_path / f"o{int(offload)}", text)
+        out = run_train(build, job)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[offload] = weights(job_dir(build, job) / "model")
+    for name in runs[False]:
+        assert torch.allclose(runs[False][name], runs[True][name], atol=1e-6), name

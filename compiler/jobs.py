@@ -1,0 +1,275 @@
+"""Typed job configs: the contract between `rlspec compile` and the runtime programs.
+
+What: one frozen model per job kind (`ModelJob`, `CurateJob`, `FilterJob`, `TrainJob`, `BenchJob`,
+`ReportJob`) and `JobFile`, the document `jobs/<kind>/<id>.json` holds. `compiler/plan.py` builds
+them from the spec's own sub-models; `rlspec.runtime.job.load_job` validates the file against its
+kind's model, and the runtime reads attributes. No default is invented on either side: every field
+of a job model is required, so a job config says everything its program reads, and nothing else
+(`tests/test_contract.py` fails when a field is read by no runtime code).
+
+Why: the spec is typed and located; a dict between the compiler and the runtime lost both, and let
+knobs be written that nothing read (or read with a `.get(key, default)` that hid them).
+
+How the pieces meet a knob: YAML -> `spec.Stage.max_response_tokens` -> `TrainJob.max_response_tokens`
+-> the engine call. Models the spec already has (`Algorithm`, `RewardSettings`, `PromptTemplate`, ...)
+are reused as they are; job-only models hold what the compiler resolves (a file's sha256, a
+filter's default length, which input folder holds a model).
+
+Models: every model a job samples from or trains is an input folder (`<inputs[role]>/model`,
+tokenizer included): a previous stage's output, or a `model` job that built it from scratch,
+fetched a hub model at its pinned revision into the build folder, or linked a local folder (with
+`model.tokenizer`'s tokenizer when it is set). Jobs never resolve a model name themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .spec import (AnswerExtraction, Algorithm, DateCutoffFilter, DateWindow, DedupExactFilter, DedupNearFilter,
+                   DeepSpeedSettings, Domain, FigureReferenceFilter, GroupSize, HfSettings, InteractiveFilter,
+                   LanguageFilter, LengthFilter, MinTestsFilter, MultipartFilter, MultipleChoiceFilter, PromptTemplate,
+                   ProofFilter, Reference, RewardSettings, Sampling, ScratchArchitecture, ScratchTokenizer, Source,
+                   SpecialJudgeFilter, Temperature, TrueFalseFilter, ValidateTestsFilter, VllmSettings,
+                   AnswerParseableFilter, WeakTestsFilter)
+
+KINDS = ("model", "curate", "filter", "train", "bench", "report")
+Dtype = Literal["bfloat16", "float16", "float32"]
+
+
+class JobModel(BaseModel):
+    """Frozen, closed, no defaults: a job file must name every field (the compiler resolved them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks shared by several kinds
+# ---------------------------------------------------------------------------------------------
+
+
+class DataSource(Source):
+    """A spec `Source` plus the sha256 of a local file's bytes (null for `hf://` and `builtin://`,
+    or a local file that did not exist at compile time): changed data gets a new job id."""
+
+    sha256: str | None
+
+
+class DataFile(JobModel):
+    path: str
+    """Relative to the spec's folder (the job's context `spec_dir`), or absolute."""
+    sha256: str | None
+
+
+class EngineSettings(JobModel):
+    """The rollout engine of a job: which engine, its knobs and the prompt budget (spec: `rollout`,
+    less its sampling settings, which each kind sets in its own place)."""
+
+    engine: Literal["vllm", "hf"]
+    max_prompt_tokens: int
+    vllm: VllmSettings
+    hf: HfSettings
+
+
+class Inference(JobModel):
+    """How a job samples from its model."""
+
+    rollout: EngineSettings
+    dtype: Dtype
+    max_context: int
+    prompt: PromptTemplate
+
+
+class Grading(JobModel):
+    """How a job grades answers: the reward limits and the answer extraction."""
+
+    reward: RewardSettings
+    answer: AnswerExtraction
+
+
+class PassRate(JobModel):
+    """A resolved pass-rate filter (curation `pass_rate` or a stage's `filter_before`)."""
+
+    kind: Literal["pass_rate"]
+    model: str
+    """The input role whose `model/` folder is sampled (`policy`, `teacher0`, ...)."""
+    k: int
+    min: float
+    max: float
+    max_response_tokens: int
+    temperature: float
+    top_p: float
+    majority: bool
+    min_response_tokens: int | None
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelName(JobModel):
+    """A model or tokenizer the spec names."""
+
+    kind: Literal["hub", "local"]
+    name: str
+    """Hub repo id (`org/name`), or a local folder relative to the spec's folder (or absolute)."""
+    revision: str | None
+    """Hub revision to pin (branch, tag or commit); null for local folders."""
+    fingerprint: str | None
+    """Local folders: hash of file names, sizes and small files' bytes at compile time."""
+
+
+class FetchBuild(JobModel):
+    """Put a named model (and tokenizer) into the build folder: hub files at their revision, once;
+    a local folder as links."""
+
+    kind: Literal["fetch"]
+    model: ModelName
+    tokenizer: ModelName | None
+
+
+class ScratchWarmup(JobModel):
+    sources: list[DataSource]
+    steps: int
+    batch_size: int
+    lr: float
+    max_tokens: int
+
+
+class ScratchBuild(JobModel):
+    """A tiny model built here: local tokenizer, random init, SFT warm-up."""
+
+    kind: Literal["scratch"]
+    architecture: ScratchArchitecture
+    tokenizer: ScratchTokenizer
+    warmup: ScratchWarmup
+    seed: int
+    max_context: int
+    prompt: PromptTemplate
+
+
+class ModelJob(JobModel):
+    build: Annotated[Union[FetchBuild, ScratchBuild], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------------------------------------
+# curate
+# ---------------------------------------------------------------------------------------------
+
+
+class BenchmarkText(JobModel):
+    source: DataSource
+    domain: Domain
+
+
+class Decontaminate(JobModel):
+    """A resolved `decontaminate` filter: its n and every evaluation set it checks against."""
+
+    kind: Literal["decontaminate"]
+    n: int
+    benchmarks: dict[str, BenchmarkText]
+    extra_files: list[DataFile]
+
+
+CurateFilter = Annotated[
+    Union[
+        LanguageFilter, MultipartFilter, MultipleChoiceFilter, TrueFalseFilter, ProofFilter, FigureReferenceFilter,
+        LengthFilter, AnswerParseableFilter, DedupExactFilter, DedupNearFilter, Decontaminate, PassRate,
+        DateCutoffFilter, MinTestsFilter, InteractiveFilter, SpecialJudgeFilter, ValidateTestsFilter, WeakTestsFilter,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+class CurateJob(JobModel):
+    dataset: str
+    domain: Domain
+    sources: list[DataSource]
+    filters: list[CurateFilter]
+    seed: int | None
+    """Only randomised curation (shuffled sources, sampling filters) depends on the seed."""
+    grading: Grading | None
+    """Set when a filter grades answers (`pass_rate`, `validate_tests`, `weak_tests`)."""
+    inference: Inference | None
+    """Set when a filter samples from a model (`pass_rate`)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# filter, train, bench
+# ---------------------------------------------------------------------------------------------
+
+
+class FilterJob(JobModel):
+    stage: str
+    pass_rate: PassRate
+    seed: int
+    inference: Inference
+    grading: Grading
+
+
+class TrainSampling(JobModel):
+    temperature: Temperature
+    top_p: float
+    top_k: int
+
+
+class TrainJob(JobModel):
+    stage: str
+    steps: int | None
+    epochs: int | None
+    prompts_per_step: int
+    group_size: GroupSize
+    max_response_tokens: int
+    sampling: TrainSampling
+    algorithm: Algorithm
+    inference: Inference
+    grading: Grading
+    deepspeed: DeepSpeedSettings
+    ranks: int
+    seed: int
+
+
+class BenchJob(JobModel):
+    benchmark: str
+    domain: Domain
+    source: DataSource
+    k: int
+    metrics: list[str]
+    sampling: Sampling
+    date_window: DateWindow | None
+    seed: int
+    inference: Inference
+    grading: Grading
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+
+class ReportStage(JobModel):
+    name: str
+    filter: str | None
+    train: str
+    bench: dict[str, str]
+
+
+class ReportCell(JobModel):
+    label: str
+    values: dict[str, Any]
+    initial_bench: dict[str, str]
+    stages: list[ReportStage]
+
+
+class ReportJob(JobModel):
+    name: str
+    cells: list[ReportCell]
+    references: dict[str, list[Reference]]
+    metrics: dict[str, list[str]]
+
+
+CONFIGS: dict[str, type[JobModel]] = {"model": ModelJob, "curate": CurateJob, "filter": FilterJob,
+                                      "train": TrainJob, "bench": BenchJob, "report": ReportJob}
+JobConfig = Union[ModelJob, CurateJob, FilterJob, TrainJob, BenchJob, ReportJob]
