@@ -10,7 +10,8 @@
 Modules: ``extract`` (what counts as the answer), ``mathgrade`` (exact path + math-verify in
 ``killpool``, a process pool that kills one stuck item), ``latexnum`` (LaTeX arithmetic the exact
 path can evaluate), ``codegrade`` (test formats, comparison), ``sandbox`` and ``sandbox_worker``
-(isolation of model-written code). Benchmarks: ``perf/math_grader.py``, ``perf/sandbox.py``.
+(isolation of model-written code: a clean zygote, a fresh process and namespaces per program),
+``memcg`` (a memory cgroup per sandbox worker, so a program's limit covers all its processes). Benchmarks: ``perf/math_grader.py``, ``perf/sandbox.py``.
 """
 
 from .codegrade import grade_code

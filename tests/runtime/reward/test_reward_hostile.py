@@ -21,8 +21,10 @@ from rlspec.runtime.reward.sandbox import close_all
 MARK = "EXPECTED-" + uuid.uuid4().hex[:8]  # an expected output no program can guess
 SECRET = "fake-secret-" + uuid.uuid4().hex[:8]
 BENIGN = ("print(sum(map(int, input().split())))", {"input": "40 2", "output": "42"})
-PROBE = ("import os\nmine = os.path.basename(os.getcwd())\n"
-         "print('clean' if os.listdir('/work') == [mine] else sorted(os.listdir('/work')))",
+# Its cwd is empty, and (where programs share a parent dir, in the fallback modes) so is the parent.
+PROBE = ("import os\ncwd = os.getcwd()\nleft = os.listdir('.')\nif cwd != '/work':\n"
+         "    left += [d for d in os.listdir('..') if d != os.path.basename(cwd)]\n"
+         "print('clean' if not left else sorted(left))",
          {"input": "", "output": "clean"})
 
 
