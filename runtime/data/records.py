@@ -158,11 +158,14 @@ def _text(value: Any) -> str:
 def _case(case: Any, fn_name: str | None) -> dict[str, Any]:
     if not isinstance(case, dict):
         raise RecordError(f"a test case must be an object, not {type(case).__name__}")
-    if "args" in case or "expected" in case:
+    if "args" in case or "expected" in case or "expected_repr" in case:
         name = case.get("fn_name") or fn_name
         if not name:
             raise RecordError("a function-call test case needs `fn_name` (in the case or the problem)")
-        return {"fn_name": str(name), "args": list(case.get("args", [])), "expected": case.get("expected")}
+        out = {"fn_name": str(name), "args": list(case.get("args", [])), "expected": case.get("expected")}
+        if case.get("expected_repr") is not None:  # a Python literal: keeps tuple vs list (the grader reads it)
+            out["expected_repr"] = str(case["expected_repr"])
+        return out
     if "input" in case and "output" in case:
         if case.get("testtype") == "functional" and fn_name:  # LiveCodeBench: one JSON argument per line
             args = [json.loads(line) for line in str(case["input"]).splitlines() if line.strip()]

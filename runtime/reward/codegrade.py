@@ -1,15 +1,33 @@
 """Binary code reward: does the last python block after ``</think>`` pass every test?
 
 What: ``grade_code(responses, tests)`` returns one ``Grade`` per response, in input order, with
-status ``pass | wrong | runtime_error | timeout | memory | no_code | sandbox_error``.
-``tests[i]`` is a list of cases for response i, each either stdin/stdout
-``{"input": str, "output": str}`` or a function call ``{"fn_name": str, "args": list, "expected": any}``
-(a method of ``class Solution`` when there is one, else a top-level function; ``args`` may also be
-LiveCodeBench's string of newline-separated JSON values).
+status ``pass | wrong | runtime_error | timeout | memory | killed | no_code | sandbox_error``; it
+never raises for anything a response contains. ``tests[i]`` is a list of cases for response i,
+each either stdin/stdout ``{"input": str, "output": str}`` or a function call ``{"fn_name": str,
+"args": list, "expected": any}`` (a method of ``class Solution`` when there is one, else a
+top-level function; ``args`` may also be LiveCodeBench's string of newline-separated JSON values).
+A call case may give ``"expected_repr"`` instead of ``expected``: the expected value's Python
+``repr``, read with ``ast.literal_eval`` (never ``eval``), so tuples, sets and int keys survive
+storage that JSON would flatten.
 Why: the recipe rewards 1 only when all tests pass within the time limit; both false positives and
 false negatives hurt training, so the comparison is strict but not brittle about whitespace.
+Verdicts, as LiveCodeBench's grader (``lcb_runner/evaluation/testing_util.py``) decides them:
+- a call's result is compared with Python's ``==`` on the decoded values (so ``1 == True`` and
+  ``0 == False`` pass; ``[1, 2] != (1, 2)``, and nested tuples never equal lists); as LiveCodeBench
+  does, a tuple returned where a list is expected counts as that list at the top level only (its
+  expected values come from JSON, which has no tuples). Unlike LiveCodeBench, numbers in a result
+  may differ by ``float_tolerance`` when either is a float (LiveCodeBench compares floats exactly),
+  and a result is decoded from what the program sent, so a class claiming to equal everything is
+  refused (``runtime_error``) instead of passing;
+- stdout is compared token by token (any whitespace; LiveCodeBench compares line by line): equal
+  text, or both numbers that are equal as decimals (``1.0`` = ``1``), or, when either is not an
+  integer, within ``float_tolerance`` (integers never get a tolerance: 10^9 + 1 is not 10^9).
+Statuses say what happened: ``timeout`` (wall clock or CPU limit), ``memory`` (MemoryError, or the
+kernel's OOM killer at the whole-program limit), ``killed`` (ended by a signal that was not a fault,
+such as its own SIGKILL), ``runtime_error`` (exception, non-zero exit, crash signal, too much output,
+broke its harness), ``sandbox_error`` (our fault, never the program's).
 How: programs are spread over the shared ``Sandbox``'s workers (one thread each); the tests of one
-program run one after another in one forked process (fresh for each program, and replaced after
+program run one after another in one process forked for that program alone (and replaced after
 any failure or leftover thread/process), and this (trusted) process compares the output with the
 expectation, which the sandbox never sees. By default grading stops at the first failing test,
 and all tests of a program share a total time budget.
@@ -17,10 +35,13 @@ and all tests of a program share a total time budget.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import math
+import re
 import time
+from decimal import Decimal, InvalidOperation
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +49,14 @@ from typing import Any
 from .extract import THINK_END, python_code
 from .grade import Grade, default_workers
 from .sandbox import PYTHON, SandboxError, WorkerDied, get_sandbox
+from .sandbox_worker import TAGS
 
 _PROGRAM_IDS = itertools.count()  # tells the worker when a new program starts
-# Worker answers that are the program's fault, mapped onto grade statuses.
-_FAILURES = {"timeout": "timeout", "memory": "memory", "harness_error": "sandbox_error"}
+# Worker outcomes (the part before ":") mapped onto grade statuses; any other is runtime_error.
+_FAILURES = {"timeout": "timeout", "memory": "memory", "killed": "killed", "harness_error": "sandbox_error"}
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+FLOAT_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -58,7 +83,7 @@ def grade_code(
     output_bytes: int = 16 << 20,
     nproc: int = 32,
     stop_on_failure: bool = True,
-    float_tolerance: float | None = None,
+    float_tolerance: float | None = FLOAT_TOLERANCE,
     workers: int | None = None,
     isolation: str = "auto",
     python: str = PYTHON,
@@ -66,19 +91,21 @@ def grade_code(
     """Run each response's code against its tests in the sandbox; see the module docstring.
 
     ``time_limit`` / ``total_time_limit``: one value, or one per response (from the problem).
-    ``total_time_limit`` defaults to ``time_limit * number of tests``. ``float_tolerance``: allowed
-    absolute or relative difference between numbers in outputs (None: compare exactly).
+    ``total_time_limit`` defaults to ``time_limit * number of tests``. ``memory_mb``: the whole
+    program (all its processes and files) and each process's address space. ``float_tolerance``:
+    allowed absolute (below 1) or relative difference between numbers when either is a float
+    (None or 0: compare exactly, as decimals). Raises ValueError only for malformed ``tests``.
     """
     if len(responses) != len(tests):
         raise ValueError(f"{len(responses)} responses but {len(tests)} test lists: pass one list of cases per response")
+    decoded: dict[tuple[str, str], Any] = {}  # texts read once per call (a group's rollouts share tests)
+    tests = [[_check_case(case, decoded) for case in cases] for cases in tests]
     jobs, grades = [], [None] * len(responses)
     for i, (response, cases) in enumerate(zip(responses, tests)):
-        code = python_code(response, think_end)
+        code = python_code(response, think_end) if isinstance(response, str) else None
         if code is None:
             grades[i] = Grade(0.0, "no_code", detail="no closing think tag, or no python block after it")
             continue
-        for case in cases:
-            _check_case(case)
         per_test = _pick(time_limit, i)
         total = _pick(total_time_limit, i) or per_test * max(1, len(cases))
         limits = Limits(per_test, total, memory_mb, output_bytes, nproc, stop_on_failure, float_tolerance)
@@ -95,7 +122,16 @@ def _pick(value: float | Sequence[float] | None, i: int) -> float | None:
 
 
 def _grade_program(worker, job) -> Grade:
-    """All tests of one program on one worker; the first failure is the grade's failure.
+    """All tests of one program on one worker; any failure of ours is a ``sandbox_error`` grade."""
+    try:
+        return _run_program(worker, job)
+    except Exception as exc:  # a bug of ours must cost one item, not the batch (the trainer's step)
+        _end_program(worker)
+        return Grade(0.0, "sandbox_error", detail=f"grader failure: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _run_program(worker, job) -> Grade:
+    """The first failure is the grade's failure.
 
     Tests go to the worker in batches of 1, 2, 4, ... 16, so a passing program costs few round
     trips while a wrong one wastes at most as many tests as it passed.
@@ -145,17 +181,22 @@ def _end_program(worker) -> None:
         worker.request({"op": "end"}, hard_timeout=10)
     except SandboxError:
         pass  # the worker is gone, and the program with it
+    except Exception:  # noqa: BLE001 - called while handling a failure of ours: never mask it
+        worker.stop()
 
 
 def _run_batch(worker, req: dict, batch: list[dict], limits: Limits) -> list[tuple[str, str]]:
     """(status, detail) for each test the worker ran: it stops after one that did not end cleanly."""
     try:
-        replies = worker.request(req, hard_timeout=len(batch) * (req["time"] + 1) + 5)["results"]
+        reply = worker.request(req, hard_timeout=len(batch) * (req["time"] + 1) + 5)
     except WorkerDied as exc:
         return [("runtime_error", f"the sandbox worker died during the test (killed or stopped by the program?): {exc}")]
     except SandboxError as exc:
         return [("sandbox_error", str(exc))]
-    return [_judge(reply, case, req["time"], limits) for reply, case in zip(replies, batch)]
+    replies = reply["results"]
+    if reply.get("oom") and replies and replies[-1]["outcome"] != "ok":
+        replies[-1]["outcome"] = "memory"  # the kernel killed a process of it at the program's limit
+    return [_judge(r, case, req["time"], limits) for r, case in zip(replies, batch)]
 
 
 def _judge(reply: dict, case: dict, seconds: float, limits: Limits) -> tuple[str, str]:
@@ -163,7 +204,8 @@ def _judge(reply: dict, case: dict, seconds: float, limits: Limits) -> tuple[str
     if outcome == "total_timeout":
         return "timeout", f"total time limit {limits.total:g} s used up"
     if outcome != "ok":
-        return _FAILURES.get(outcome, "runtime_error"), _failure_detail(outcome, reply, seconds, limits)
+        status = _FAILURES.get(outcome.split(":")[0], "runtime_error")
+        return status, _failure_detail(outcome, reply, seconds, limits)
     if "fn_name" in case:
         return _judge_call(reply["result"], case["expected"], limits.float_tolerance)
     return _judge_stdout(reply["stdout"], str(case["output"]), limits.float_tolerance)
@@ -172,30 +214,44 @@ def _judge(reply: dict, case: dict, seconds: float, limits: Limits) -> tuple[str
 def _request(program: int, code: str, batch: list[dict], limits: Limits, total_left: float, last: bool) -> dict:
     """What the sandbox gets: the program and these tests' inputs, never the expected outputs."""
     call = "fn_name" in batch[0]
-    payloads = [json.dumps(_call_args(c["args"])) if call else str(c["input"]) for c in batch]
+    payloads = [json.dumps(c["args"]) if call else str(c["input"]) for c in batch]
     return {"op": "test", "program": program, "code": code, "mode": "call" if call else "stdio",
             "fn": batch[0].get("fn_name"), "payloads": payloads, "time": min(limits.time, total_left),
             "total_left": total_left, "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
             "nproc": limits.nproc, "last": last}
 
 
-def _check_case(case: dict) -> None:
-    if not ({"input", "output"} <= case.keys() or {"fn_name", "args", "expected"} <= case.keys()):
+def _check_case(case: dict, decoded: dict[tuple[str, str], Any]) -> dict:
+    """The case as the grader uses it: call ``args`` as a list, ``expected`` decoded."""
+    if {"input", "output"} <= case.keys():
+        return case
+    if not ({"fn_name", "args"} <= case.keys() and case.keys() & {"expected", "expected_repr"}):
         raise ValueError(f"test case with keys {sorted(case)}: needs 'input' and 'output' (stdin/stdout) "
-                         "or 'fn_name', 'args' and 'expected' (function call)")
+                         "or 'fn_name', 'args' and 'expected' or 'expected_repr' (function call)")
+    try:
+        args = _read_once(decoded, "args", case["args"]) if isinstance(case["args"], str) else list(case["args"])
+        expected = _read_once(decoded, "repr", case["expected_repr"]) if "expected_repr" in case else case["expected"]
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise ValueError(f"function-call test case for {case['fn_name']!r}: {type(exc).__name__}: {exc}") from None
+    return {**case, "args": args, "expected": expected}
 
 
-def _call_args(args: Any) -> list:
-    if isinstance(args, str):  # LiveCodeBench: one JSON value per line
-        return [json.loads(line) for line in args.splitlines() if line.strip()]
-    return list(args)
+def _read_once(decoded: dict[tuple[str, str], Any], kind: str, text: str) -> Any:
+    """LiveCodeBench's one-JSON-value-per-line ``args``, or an ``expected_repr`` literal."""
+    key = (kind, text)
+    if key not in decoded:
+        if kind == "args":
+            decoded[key] = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            decoded[key] = ast.literal_eval(text)
+    return decoded[key]
 
 
 def _failure_detail(outcome: str, reply: dict, seconds: float, limits: Limits) -> str:
     if outcome == "timeout":
         return f"over the time limit ({seconds:.3g} s)"
     if outcome == "memory":
-        return f"MemoryError (limit {limits.memory_mb} MB)"
+        return f"over the memory limit ({limits.memory_mb} MB for the whole program)"
     if outcome == "output_limit":
         return f"wrote more than {limits.output_bytes} bytes"
     last = reply["stderr"].strip().splitlines()[-1:] or [""]
@@ -207,41 +263,77 @@ def _judge_stdout(out: str, expected: str, tol: float | None) -> tuple[str, str]
     if len(got) != len(want):
         return "wrong", f"expected {len(want)} tokens, got {len(got)}"
     for n, (g, w) in enumerate(zip(got, want)):
-        if g != w and not _close(g, w, tol):
+        if g != w and not _same_number(g, w, tol):
             return "wrong", f"token {n} differs"
     return "pass", ""
+
+
+def _same_number(got: str, want: str, tol: float | None) -> bool:
+    """Both tokens are numbers, equal as decimals or (unless both are integers) within ``tol``."""
+    if not (_NUMBER.fullmatch(got) and _NUMBER.fullmatch(want)):
+        return False
+    try:
+        if Decimal(got) == Decimal(want):
+            return True
+    except InvalidOperation:
+        return False
+    if not tol or (_INTEGER.fullmatch(got) and _INTEGER.fullmatch(want)):
+        return False
+    return _within(float(got), float(want), tol)
 
 
 def _judge_call(result: str, expected: Any, tol: float | None) -> tuple[str, str]:
     if not result:
         return "wrong", "no return value (the program exited before returning)"
     try:
-        value = json.loads(result)
-    except ValueError:
-        return "wrong", "the return value is not JSON"
-    return ("pass", "") if _same(value, expected, tol) else ("wrong", "return value differs")
+        value = _decode(result)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        return "wrong", f"the return value could not be decoded ({type(exc).__name__})"
+    if type(value) is tuple and type(expected) is list:
+        value = list(value)  # LiveCodeBench's rule: a tuple for a list is fine, at the top level only
+    try:
+        same = _equal(value, expected, tol)
+    except RecursionError:
+        same = False  # nested deeper than we compare: never a pass
+    return ("pass", "") if same else ("wrong", "return value differs")
 
 
-def _same(got: Any, want: Any, tol: float | None) -> bool:
-    if isinstance(want, (list, tuple)) and isinstance(got, list):
-        return len(got) == len(want) and all(_same(g, w, tol) for g, w in zip(got, want))
-    if isinstance(want, dict) and isinstance(got, dict):
-        return got.keys() == want.keys() and all(_same(got[k], want[k], tol) for k in want)
-    if type(got) is bool or type(want) is bool:
-        return got is want
-    if isinstance(got, (int, float)) and isinstance(want, (int, float)):
-        return got == want or (tol is not None and _within(float(got), float(want), tol))
+def _decode(result: str) -> Any:
+    """The sandbox's JSON, with the types it tagged (tuples, sets, ...) restored."""
+    return json.loads(result, object_hook=_untag)
+
+
+def _untag(obj: dict) -> Any:
+    if len(obj) != 1:
+        return obj
+    (key, value), = obj.items()
+    restore = _UNTAG.get(key)
+    return obj if restore is None else restore(value)
+
+
+_UNTAG = {TAGS[tuple]: tuple, TAGS[set]: set, TAGS[frozenset]: frozenset, TAGS[dict]: lambda pairs: dict(pairs),
+          TAGS[bytes]: bytes.fromhex, TAGS[complex]: lambda parts: complex(*parts)}
+
+
+def _equal(got: Any, want: Any, tol: float | None) -> bool:
+    """Python's ``==`` (so ``1 == True`` and ``[1] != (1,)``), except that numbers may differ by
+    ``tol`` when either is a float."""
+    if tol and _is_number(got) and _is_number(want) and float in (type(got), type(want)):
+        return got == want or _within(got, want, tol)
+    if type(want) in (list, tuple) and type(got) is type(want):
+        return len(got) == len(want) and all(_equal(g, w, tol) for g, w in zip(got, want))
+    if type(want) is dict and type(got) is dict:
+        return got.keys() == want.keys() and all(_equal(got[k], want[k], tol) for k in want)
     return got == want
 
 
-def _close(got: str, want: str, tol: float | None) -> bool:
-    if tol is None:
-        return False
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float))
+
+
+def _within(got: float | int, want: float | int, tol: float) -> bool:
     try:
-        return _within(float(got), float(want), tol)
-    except ValueError:
+        got, want = float(got), float(want)
+    except OverflowError:  # an int too large for a float: only == can make it equal
         return False
-
-
-def _within(got: float, want: float, tol: float) -> bool:
-    return math.isfinite(got) and abs(got - want) <= tol * max(1.0, abs(want))
+    return math.isfinite(got) and math.isfinite(want) and abs(got - want) <= tol * max(1.0, abs(want))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-MATH_STATUSES = ("correct", "wrong", "no_answer", "timeout", "error")
-CODE_STATUSES = ("pass", "wrong", "runtime_error", "timeout", "memory", "no_code", "sandbox_error")
+MATH_STATUSES = ("correct", "wrong", "no_answer", "refused", "timeout", "error")
+CODE_STATUSES = ("pass", "wrong", "runtime_error", "timeout", "memory", "killed", "no_code", "sandbox_error")
 
 
 @dataclass(frozen=True)

@@ -231,3 +231,18 @@ def test_hf_shuffle_and_limit_pick_the_same_rows_as_for_a_local_file(tmp_path, h
     from_hf = read_source(src("hf://saved", **pick), "math", spec_dir=tmp_path, seed=3)
     from_file = read_source(src("d.jsonl", **pick), "math", spec_dir=tmp_path, seed=3)
     assert [r["prompt"] for r in from_hf] == [r["prompt"] for r in from_file] != [f"q{i}" for i in range(7)]
+
+
+def test_expected_repr_survives_curation_and_keeps_the_tuple():
+    """A function-call case may store its expected value as a Python literal (`expected_repr`), so a
+    tuple stays a tuple through JSON and Parquet; the grader then tells a list from it."""
+    from rlspec.compiler.jobs import Grading
+    from rlspec.compiler.spec import AnswerExtraction, RewardSettings
+    from rlspec.runtime.scoring import score
+    (case,) = parse_tests([{"fn_name": "f", "args": [2], "expected_repr": "(2, 4)"}], None)
+    assert case == {"fn_name": "f", "args": [2], "expected": None, "expected_repr": "(2, 4)"}
+    record = {"id": "c0", "domain": "code", "tests": [case]}
+    programs = {"tuple": "def f(x):\n    return (x, 2 * x)", "list": "def f(x):\n    return [x, 2 * x]"}
+    grades = score([record, record], [f"</think>\n```python\n{p}\n```" for p in programs.values()],
+                   Grading(reward=RewardSettings(), answer=AnswerExtraction()), workers=1)
+    assert [g.status for g in grades] == ["pass", "wrong"]

@@ -24,11 +24,15 @@ def test_stdin_stdout_program_passes_and_order_is_kept():
 
 
 def test_whitespace_insensitive_tokens_and_float_tolerance():
+    """The tolerance is on by default (1e-6); None compares numbers exactly, as decimals."""
     tests = [[{"input": "", "output": "1 2\n3"}]]
     assert grade_code([py("print('1   2 3  ')")], tests)[0].status == "pass"
     floats = [[{"input": "", "output": "0.3333333"}]]
-    assert grade_code([py("print(1/3)")], floats)[0].status == "wrong"
-    assert grade_code([py("print(1/3)")], floats, float_tolerance=1e-6)[0].status == "pass"
+    assert grade_code([py("print(1/3)")], floats)[0].status == "pass"
+    assert grade_code([py("print(1/3)")], floats, float_tolerance=None)[0].status == "wrong"
+    assert grade_code([py("print(1/3)")], floats, float_tolerance=1e-9)[0].status == "wrong"
+    as_decimals = [[{"input": "", "output": "1 0.50 -0"}]]
+    assert grade_code([py("print('1.0 .5 0')")], as_decimals, float_tolerance=None)[0].status == "pass"
 
 
 def test_function_call_solution_class_and_top_level_function():
@@ -49,10 +53,13 @@ class Solution:
     assert grades[1].status == "wrong" and grades[1].failed_test == 1 and grades[1].tests_passed == 1
 
 
-def test_call_results_compare_as_json_values():
+def test_call_results_compare_as_python_values():
+    """Python's ==, as LiveCodeBench's grader: 1 == True; a top-level tuple counts as the list
+    expected, a nested one does not ((1, 2) != [1, 2])."""
     cases = [{"fn_name": "f", "args": [], "expected": [[1, 2], True, 0.5]}]
-    assert grade_code([py("def f():\n    return ((1, 2), True, 0.5)")], [cases])[0].status == "pass"
-    assert grade_code([py("def f():\n    return [[1, 2], 1, 0.5]")], [cases])[0].status == "wrong"  # 1 is not True
+    assert grade_code([py("def f():\n    return ([1, 2], True, 0.5)")], [cases])[0].status == "pass"
+    assert grade_code([py("def f():\n    return [[1, 2], 1, 0.5]")], [cases])[0].status == "pass"  # 1 == True
+    assert grade_code([py("def f():\n    return ((1, 2), True, 0.5)")], [cases])[0].status == "wrong"
 
 
 def test_tests_of_one_program_do_not_share_stdin_or_stdout():
