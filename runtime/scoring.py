@@ -75,7 +75,8 @@ def _guarded(grader, records, responses, idx: list[int], grading: Grading, worke
 def _grade_math(records, responses, grading: Grading, workers: int | None) -> list[Grade]:
     answer = grading.answer
     return grade_math(list(responses), [str(r["answer"]) for r in records], think_end=answer.think_end,
-                      fallbacks=tuple(answer.math_fallback_patterns),
+                      fallbacks=tuple(answer.math_fallback_patterns), boxes=answer.math_boxes,
+                      unboxed_fallback=answer.math_unboxed_fallback,
                       timeout=max(1, int(round(grading.reward.math_timeout_s))), workers=workers)
 
 
@@ -84,7 +85,7 @@ def _grade_code(records, responses, grading: Grading, workers: int | None) -> li
     return grade_code(list(responses), [record_tests(r) for r in records], think_end=grading.answer.think_end,
                       time_limit=[float(r.get("time_limit_s") or reward.code_time_limit_s) for r in records],
                       total_time_limit=reward.code_total_time_limit_s, memory_mb=reward.code_memory_mb,
-                      workers=workers)
+                      float_tolerance=reward.code_float_tolerance, workers=workers)
 
 
 GRADERS = {"math": _grade_math, "code": _grade_code}

@@ -1,150 +1,94 @@
-"""Binary math reward: is the last boxed answer after ``</think>`` equivalent to the reference?
+"""Binary math reward: is the answer after ``</think>`` equivalent to the reference?
 
 What: ``grade_math(responses, references)`` returns one ``Grade`` per pair, in input order, with
-status ``correct | wrong | no_answer | timeout | error``.
+status ``correct | wrong | no_answer | refused | timeout | error``, and never raises for an item:
+whatever a policy writes, the batch is graded.
 Why: the recipe's math reward is a sympy-based equivalence check (math-verify). Called naively it
 costs ~1.2 ms a pair, its SIGALRM timeout breaks outside the main thread and cancels the caller's
-alarm, and when it times out it quietly answers "wrong", which zeroes rewards without a trace.
-How, in three steps:
-1. extract the answer (``extract.math_answer``); no closing think tag or no box -> ``no_answer``;
-2. a cheap exact path decides pairs whose verdict is certain without sympy (both sides plain
-   numbers, integer intervals or integer sets, or the same plain string; "wrong" also for LaTeX
-   arithmetic with clearly different values and for shapes that can never be equal, such as a
-   number and a non-constant polynomial, see ``_kind`` and ``latexnum``); anything it is unsure
-   about falls through, so it never disagrees with math-verify;
-3. the remaining distinct (answer, reference) pairs go to a persistent ``KillPool`` whose workers
+alarm, when it times out it quietly answers "wrong", and inputs a policy can write (200 nested
+parentheses, a 5,000-digit number) raise out of parsers and would end a training job.
+How, in four steps:
+1. extract the answer (``extract.math_answer``: the last box, or the final group of boxes with
+   ``boxes="all_boxes"``, optionally an unboxed statement); no closing think tag or no answer ->
+   ``no_answer``;
+2. screen it before any parsing (``screen``: length, nesting depth, digit and sign runs, control
+   characters); over a limit -> ``refused`` (reward 0; the detail names the limit). A reference
+   over a limit is a data problem -> ``error``;
+3. a cheap exact path (``exact``) decides pairs whose verdict is certain without sympy: numbers,
+   intervals, tuples and sets of numbers, assignments such as ``x = 5``, text answers and choice
+   letters, and "wrong" for LaTeX arithmetic with clearly different values or shapes that can
+   never be equal. It decides only where it knows math-verify's reading and gives math-verify's
+   verdict: tests run a corpus of math-verify's own cases and public bug reports, and seeded
+   random answers, through both and fail on any difference;
+4. the remaining distinct (answer, reference) pairs go to a persistent ``KillPool`` whose workers
    run math-verify on their main thread with its own timeouts; a logging hook tells a timeout
    apart from a wrong answer, and a hard per-item kill catches what the alarm cannot interrupt.
-   Before its comparison, a worker skips pairs of plain numbers whose values clearly differ
-   (``_clearly_different``): sympy's simplify would spend seconds proving what evalf shows.
+   Before its comparison, a worker skips pairs of small plain numbers whose values clearly differ
+   (``_clearly_different``, a quarter of a second at most): sympy's simplify would spend seconds
+   proving what evalf shows. After it, two exact numbers math-verify calls equal only because its
+   evalf chops tiny values (1/2^99 and 1/2^98) are ``wrong`` (``_chopped_apart``). These two are
+   the only places the verdict can differ from math-verify's on the same answer, both times on
+   numbers whose 30-digit values differ; tests check that.
+Any exception while grading one item makes that item ``error`` (reward 0, the detail says what
+raised) and leaves the others alone; if the pool itself fails, only the items it held get ``error``.
 """
 
 from __future__ import annotations
 
-import cmath
 import logging
 import re
+import signal
 import threading
 import time
 from collections.abc import Sequence
-from fractions import Fraction
 
-from . import latexnum
-from .extract import THINK_END, math_answer
+from .exact import exact_verdict, mixed_to_latex
+from .extract import BOX_MODES, THINK_END, math_answer
 from .grade import Grade, default_workers
 from .killpool import KillPool
 
-# ---------------------------------------------------------------- exact path (parent process)
+# ---------------------------------------------------------------- limits before any parsing
 
-_INT = re.compile(r"-?\d{1,40}")
-_DEC = re.compile(r"-?\d{1,15}\.\d{1,12}")
-_FRAC = re.compile(r"(-?)\\frac\{(-?\d{1,15})\}\{(\d{1,15})\}|(-?\d{1,15})/(\d{1,15})")
-_DEGREES = re.compile(r"\^\{?\\circ\}?$")
-# Intervals need a square bracket: "(1,2)" may be a point. Sets are written \{...\}.
-_INTERVAL = re.compile(r"([\[(])(-?\d{1,15}),(-?\d{1,15})([\])])")
-_SET = re.compile(r"\\\{(-?\d{1,15}(?:,-?\d{1,15})*)\\\}")
-_SPACES = re.compile(r"\s+|\\[,;:! ]|~")
-# Strings made only of these are compared verbatim with no surprises from math-verify's
-# LaTeX normaliser ($ delimiters, \text units and % change how it reads the answer).
-_PLAIN = re.compile(r"[0-9A-Za-z\\{}()\[\]^_+\-*/=,.<>|']+")
-
-
-def _normalise(s: str) -> str:
-    s = _SPACES.sub("", s)
-    return s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+# Generous for real answers (MATH answers are at most ~160 characters and nest a few levels), far
+# below where parsers recurse too deep (~150 nested groups in the exact path, fewer in sympy's
+# LaTeX parser) or Python refuses int conversion (4,300 digits).
+MAX_CHARS = 2000
+MAX_DEPTH = 40  # nested (), [], {} together
+MAX_DIGITS = 1000  # longest run of digits
+MAX_SIGNS = 16  # longest run of + and - signs (spaces between them allowed)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DIGIT_RUN = re.compile(r"\d{%d}" % (MAX_DIGITS + 1))
+_SIGN_RUN = re.compile(r"[+-](?:\s*[+-]){%d}" % MAX_SIGNS)
+_BRACKET = re.compile(r"[(){}\[\]]")
 
 
-def _number(s: str) -> tuple[Fraction, bool] | None:
-    """``(value, has_decimal_point)`` when ``s`` is a plain number math-verify reads the same way."""
-    s = _DEGREES.sub("", s)  # math-verify drops a trailing degree sign (30^\circ == 30)
-    if _INT.fullmatch(s):
-        return Fraction(int(s)), False
-    if _DEC.fullmatch(s):
-        return Fraction(s), True
-    m = _FRAC.fullmatch(s)
-    if m and (m.group(3) or m.group(5)).lstrip("0"):
-        sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else ("", m.group(4), m.group(5))
-        value = Fraction(int(num), int(den))
-        return (-value if sign else value), False
+def screen(text: str) -> str | None:
+    """Why ``text`` is over the grader's limits, or None when it may be parsed. Linear time."""
+    if len(text) > MAX_CHARS:
+        return f"has {len(text):,} characters (limit {MAX_CHARS:,})"
+    if _CONTROL.search(text):
+        return "contains a control character (such as NUL)"
+    if _DIGIT_RUN.search(text):
+        return f"has a run of more than {MAX_DIGITS:,} digits"
+    if _SIGN_RUN.search(text):
+        return f"has a run of more than {MAX_SIGNS} signs"
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        return f"nests {depth} brackets deep (limit {MAX_DEPTH})"
     return None
 
 
-def _numbers_verdict(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool | None:
-    (x, x_dec), (y, y_dec) = a, b
-    if x == y:
-        return True
-    if not (x_dec or y_dec):
-        return False  # exact rationals: math-verify compares them exactly too
-    # math-verify rounds floats to 6 decimals; only call it wrong far outside that rounding.
-    scale = max(1, abs(x), abs(y))
-    if scale < 10**12 and abs(x - y) > Fraction(1, 10**5) * scale:
-        return False
-    return None
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for m in _BRACKET.finditer(text):
+        depth += 1 if m.group(0) in "({[" else -1
+        depth = max(depth, 0)  # a stray closer is no nesting
+        deepest = max(deepest, depth)
+    return deepest
 
 
-def _interval(s: str) -> tuple[str, int, int, str] | None:
-    m = _INTERVAL.fullmatch(s)
-    if not m or "[" not in s and "]" not in s or int(m.group(2)) >= int(m.group(3)):
-        return None  # "(1,2)" may be a point; [2,1) is empty (and all empty sets are equal)
-    return m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
-
-
-def _int_set(s: str) -> frozenset[int] | None:
-    m = _SET.fullmatch(s)
-    return frozenset(int(x) for x in m.group(1).split(",")) if m else None
-
-
-def _kind(s: str, number: tuple | None) -> tuple[str, object] | None:
-    """The shape of an answer when it is one whose comparisons need no sympy:
-    ("value", float) a number, plain or LaTeX arithmetic (see ``latexnum``); ("polynomial", None)
-    a polynomial that is not a constant; ("interval", ...) a proper integer interval;
-    ("set", ...) a set of two or more integers. None otherwise.
-
-    Shapes of different kinds are never equal: a constant is not a non-constant polynomial, a
-    proper interval is no number or finite set, and a set of two or more numbers is no number (a
-    one-element set may equal a number in math-verify, so it is left out).
-    """
-    if number is not None:
-        return "value", float(number[0])
-    value = latexnum.value(s)
-    if value is not None:
-        return "value", value
-    if latexnum.nonconstant_polynomial(s):
-        return "polynomial", None
-    interval = _interval(s)
-    if interval is not None:
-        return "interval", interval
-    members = _int_set(s)
-    return ("set", members) if members is not None and len(members) > 1 else None
-
-
-def exact_verdict(answer: str, reference: str) -> bool | None:
-    """True / False when certain without sympy, None to let math-verify decide."""
-    if "$" in answer or "$" in reference:
-        return None
-    a, r = _normalise(answer), _normalise(reference)
-    if not a or not r:
-        return None
-    na, nr = _number(a), _number(r)
-    if na is not None and nr is not None:
-        return _numbers_verdict(na, nr)
-    if a == r and _PLAIN.fullmatch(a):
-        return True
-    ka, kr = _kind(a, na), _kind(r, nr)
-    if ka is None or kr is None:
-        return None
-    if ka[0] != kr[0]:
-        return False
-    if ka[0] in ("interval", "set"):
-        return ka[1] == kr[1]
-    if ka[0] == "value" and _far_apart(ka[1], kr[1]):
-        return False  # 3+2\sqrt{2} is not 2\sqrt{3}; equal values are left to math-verify
-    return None  # two polynomials, or two close values: math-verify decides
-
-
-def _far_apart(x: float, y: float) -> bool:
-    """Different far beyond float error and math-verify's rounding to 6 decimals."""
-    return abs(x - y) > 1e-5 * max(1.0, abs(x), abs(y))
+def _preview(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---------------------------------------------------------- math-verify (pool worker processes)
@@ -176,9 +120,12 @@ def _install_flag() -> _TimeoutFlag:
     return _FLAG
 
 
+_MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a $ that delimits math (\$ is a dollar sign)
+
+
 def wrap_reference(reference: str) -> str:
     """Bare LaTeX golds parse wrongly (``2^{1/2}`` reads as 2): give math-verify ``$...$``."""
-    return reference if "$" in reference else f"${reference}$"
+    return reference if _MATH_DOLLAR.search(reference) else f"${reference}$"
 
 
 def _parse_reference(reference: str, seconds: int, flag: _TimeoutFlag) -> list:
@@ -204,25 +151,75 @@ def _plain_number(parsed: list):
     return exprs[0]
 
 
-def _clearly_different(gold: list, pred: list, seconds: int) -> bool:
-    """Both sides are plain numbers whose values differ far beyond math-verify's float rounding.
+PRECHECK_SECONDS = 0.25  # evalf time allowed per pair before math-verify decides instead
+PRECHECK_NODES = 200  # larger expression trees go straight to math-verify
 
-    Then every comparison math-verify would try says no; the one that costs (sympy's simplify of
-    the difference, seconds for radicals) cannot find zero in a number that is not zero. This only
-    skips work: it never says "correct", and anything unusual falls through to math-verify.
-    """
-    from math_verify.errors import TimeoutException
-    from math_verify.utils import timeout
 
-    a, b = _plain_number(gold), _plain_number(pred)
-    if a is None or b is None:
-        return False
+class _OverBudget(BaseException):
+    """Raised by the pre-check's own timer; a BaseException, so no library code swallows it."""
+
+
+def _within(seconds: float, fn):
+    """``fn()``, cut short with ``_OverBudget`` after ``seconds`` (SIGALRM: main thread only)."""
+
+    def stop(signum, frame):
+        raise _OverBudget
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        x, y = timeout(seconds)(lambda: (complex(a.evalf(30)), complex(b.evalf(30))))()
-    except (TimeoutException, Exception):
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _small(expr, limit: int = PRECHECK_NODES) -> bool:
+    from sympy import preorder_traversal
+
+    for count, _ in enumerate(preorder_traversal(expr)):
+        if count >= limit:
+            return False
+    return True
+
+
+def _values(gold: list, pred: list):
+    """``(gold expr, answer expr, gold value, answer value)`` when both parse results are small
+    plain numbers that evalf can value within ``PRECHECK_SECONDS``; None otherwise."""
+    a, b = _plain_number(gold), _plain_number(pred)
+    if a is None or b is None or not (_small(a) and _small(b)):
+        return None
+    try:
+        x, y = _within(PRECHECK_SECONDS, lambda: (a.evalf(30), b.evalf(30)))
+    except (_OverBudget, Exception):
+        return None  # a 20-deep continued fraction took 3 s here: math-verify decides instead
+    return (a, b, x, y) if x.is_finite and y.is_finite else None  # sympy numbers: 1e-5749 is no 0.0
+
+
+def _clearly_different(x, y) -> bool:
+    """Values that differ far beyond math-verify's float rounding (6 decimals).
+
+    Then every comparison math-verify would try should say no; the one that costs (sympy's
+    simplify of the difference, seconds for radicals) cannot find zero in a number that is not
+    zero. It never says "correct". Where math-verify does say "equal" for such numbers, it is
+    wrong (huge exponents it evaluates imprecisely: (2^2005+1)/(3*2^2006) vs 1/(3*2^2006)).
+    """
+    return bool(abs(x - y) > 1e-5 * max(1, abs(x), abs(y)))
+
+
+def _chopped_apart(a, b, x, y) -> bool:
+    """Two exact numbers (no decimals) math-verify calls equal although their values differ.
+
+    math-verify compares ``(a - b).evalf(chop=True)``, and chop drops anything below ~1e-15, so it
+    calls 1/2^99 and 1/2^98 (or 1/2004! and 1/2006!) equal (huggingface/Math-Verify#14, still so
+    in 0.9). For exact numbers it means exact equality; a relative difference far above evalf's
+    30-digit error settles it. Decimals keep math-verify's 6-decimal rounding, which is by design.
+    """
+    from sympy import Float
+
+    if a.has(Float) or b.has(Float) or x.is_zero or y.is_zero:
         return False
-    finite = all(map(cmath.isfinite, (x, y)))
-    return finite and abs(x - y) > 1e-5 * max(1.0, abs(x), abs(y))
+    return bool(abs(x - y) > 1e-10 * max(abs(x), abs(y)))
 
 
 def verify_pair(item: tuple[str, str, int]) -> tuple[str, str, float]:
@@ -238,9 +235,12 @@ def verify_pair(item: tuple[str, str, int]) -> tuple[str, str, float]:
         status = "timeout" if flag.fired else "error"
         return status, "math-verify could not parse the reference", time.perf_counter() - start
     pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=seconds)
-    if pred and _clearly_different(gold, pred, seconds):
+    values = _values(gold, pred) if pred else None
+    if values is not None and _clearly_different(values[2], values[3]):
         return "wrong", "numerically different", time.perf_counter() - start
     ok = bool(pred) and verify(gold, pred, timeout_seconds=seconds)
+    if ok and values is not None and _chopped_apart(*values):
+        return "wrong", "exact values differ (math-verify's chopped evalf called them equal)", time.perf_counter() - start
     status = "correct" if ok else ("timeout" if flag.fired else "wrong")
     return status, "math-verify", time.perf_counter() - start
 
@@ -293,23 +293,31 @@ def grade_math(
     *,
     think_end: str | None = THINK_END,
     fallbacks: Sequence[str | re.Pattern[str]] = (),
+    boxes: str = "last_box",
+    unboxed_fallback: bool = False,
     workers: int | None = None,
     timeout: int = 3,
     hard_timeout: float | None = None,
 ) -> list[Grade]:
     """Grade each response against its reference; see the module docstring.
 
+    ``boxes``: ``"last_box"`` (the paper's rule) or ``"all_boxes"`` (the final group of boxes, for
+    answers boxed one by one); ``unboxed_fallback``: without a box, grade the answer the final
+    text states (``extract.stated_answer``); ``fallbacks``: regexes tried before that.
     ``timeout``: math-verify's own limit per parse / comparison (whole seconds, SIGALRM based).
     ``hard_timeout``: wall-clock seconds after which a stuck item's worker is killed
     (default ``2 * timeout + 1``). Both give status ``timeout``, never ``wrong``.
+    Raises only for a wrong call (lengths differ, unknown ``boxes``), never for an item.
     """
     if len(responses) != len(references):
         raise ValueError(f"{len(responses)} responses but {len(references)} references: pass one reference per response")
+    if boxes not in BOX_MODES:
+        raise ValueError(f"boxes={boxes!r}: must be one of {BOX_MODES}")
+    read = _Reader(think_end, tuple(fallbacks), boxes, unboxed_fallback)
     grades: list[Grade | None] = [None] * len(responses)
     pending: dict[tuple[str, str], list[int]] = {}  # distinct pairs left for math-verify
     for i, (response, reference) in enumerate(zip(responses, references)):
-        answer = math_answer(response, think_end, fallbacks)
-        grades[i], key = _fast_grade(answer, str(reference))
+        grades[i], key = _first_pass(read, response, reference)
         if key is not None:
             pending.setdefault(key, []).append(i)
     if pending:
@@ -317,10 +325,36 @@ def grade_math(
     return grades  # type: ignore[return-value]
 
 
-def _fast_grade(answer: str | None, reference: str) -> tuple[Grade | None, tuple[str, str] | None]:
+class _Reader:
+    """How answers are read from responses: ``math_answer``'s settings for one call."""
+
+    def __init__(self, think_end, fallbacks, boxes, unboxed):
+        self.think_end, self.fallbacks, self.boxes, self.unboxed = think_end, fallbacks, boxes, unboxed
+
+    def answer(self, response: str) -> str | None:
+        return math_answer(response, self.think_end, self.fallbacks, boxes=self.boxes, unboxed=self.unboxed)
+
+
+def _first_pass(read: _Reader, response, reference) -> tuple[Grade | None, tuple[str, str] | None]:
+    """``_fast_grade``, with any exception turned into this item's ``error`` grade."""
+    try:
+        return _fast_grade(read, response, str(reference))
+    except Exception as exc:  # the last resort: one item's bug must not end the batch
+        return Grade(0.0, "error", detail=f"grader raised {type(exc).__name__}: {_preview(str(exc))}"), None
+
+
+def _fast_grade(read: _Reader, response: str, reference: str) -> tuple[Grade | None, tuple[str, str] | None]:
     """A grade when no sympy is needed, else the (answer, reference) key to send to math-verify."""
+    problem = screen(reference)
+    if problem is not None:
+        return Grade(0.0, "error", detail=f"the reference {problem}: the grader cannot read it; fix the data"), None
+    answer = read.answer(response)
     if answer is None:
-        return Grade(0.0, "no_answer", detail="no closing think tag, or no boxed answer after it"), None
+        return Grade(0.0, "no_answer", detail="no closing think tag, or no answer after it"), None
+    problem = screen(answer)
+    if problem is not None:
+        return Grade(0.0, "refused", _preview(answer), f"the answer {problem}: refused before parsing"), None
+    answer, reference = mixed_to_latex(answer), mixed_to_latex(reference)
     verdict = exact_verdict(answer, reference)
     if verdict is None:
         return None, (answer, reference)
@@ -329,8 +363,11 @@ def _fast_grade(answer: str | None, reference: str) -> tuple[Grade | None, tuple
 
 def _grade_with_math_verify(pending, grades, workers, timeout, hard_timeout) -> None:
     keys = sorted(pending, key=lambda k: k[1])  # same reference together: its parse is cached
-    with _POOL_LOCK:
-        outcomes = _pool(default_workers(workers)).map([(a, r, int(timeout)) for a, r in keys], hard_timeout)
+    try:
+        with _POOL_LOCK:
+            outcomes = _pool(default_workers(workers)).map([(a, r, int(timeout)) for a, r in keys], hard_timeout)
+    except Exception as exc:  # the pool itself failed (fork refused, ...): only its items suffer
+        outcomes = [("error", f"grading pool failed: {type(exc).__name__}: {_preview(str(exc))}")] * len(keys)
     for (answer, _), indices, (kind, value) in zip(keys, (pending[k] for k in keys), outcomes):
         if kind == "ok":
             status, detail, elapsed = value
