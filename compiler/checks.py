@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import budget, memory
 from .builtin_params import BuiltinError, parse_uri
 
 from .errors import Issue, Path, dotted_path
@@ -323,6 +325,81 @@ def _builtin_uri(uri: str) -> tuple[str | None, str | None]:
         return None, parse_uri(uri)[1]["split"]
     except BuiltinError as exc:
         return exc.problem, None
+
+
+@rule
+def gpu_memory(spec: Spec):
+    """Every train, filter and bench job's estimated memory per GPU (`compiler/memory.py`) against
+    `resources.<kind>.gpu_mem_gb`. A model whose shape the compiler does not know is not estimated
+    here (`rlspec plan` says why); a local model folder is read by the plan, which knows the spec's
+    folder."""
+    ranks = train_ranks(spec)
+    for i, stage in enumerate(spec.stages):
+        yield from _memory_issues(("stages", i), f"the train job of stage {stage.name!r}", "train",
+                                  memory.stage_train(spec, stage, ranks, None))
+        if stage.filter_before is not None:
+            yield from _memory_issues(("stages", i, "filter_before"), f"the filter job before stage {stage.name!r}",
+                                      "filter", memory.stage_filter(spec, stage, None))
+    for name in spec.benchmarks:
+        yield from _memory_issues(("benchmarks", name), f"the bench jobs of {name!r}", "bench",
+                                  memory.benchmark_engine(spec, name, None))
+
+
+def _memory_issues(path: Path, what: str, kind: str, inputs) -> Iterator[Issue]:
+    est = memory.estimate(inputs)
+    if isinstance(est, memory.NotEstimated):
+        return
+    limit = f"resources.{kind}.gpu_mem_gb ({est.gpu_mem_gb:g})"
+    fix = "; ".join(memory.remedies(inputs))
+    parts = f"{memory.describe(est)} GiB{_engine_note(est)}"
+    if est.total > est.gpu_mem_gb:
+        yield Issue(path, f"{what}: estimated {est.total:.1f} GiB per GPU exceeds {limit}: {parts}{_problems(est)}; "
+                    f"it would stop out of memory at start-up or at its first micro-batch; to fit, set (estimate "
+                    f"after the change) {fix}")
+    elif est.problems:
+        yield Issue(path, f"{what}: {'; '.join(est.problems)} (estimated {est.total:.1f} GiB per GPU of {limit}: "
+                    f"{parts}); set {fix}")
+    elif est.total > memory.NEAR_LIMIT * est.gpu_mem_gb:
+        yield warn(path, f"{what}: estimated {est.total:.1f} GiB per GPU is within "
+                   f"{100 - 100 * memory.NEAR_LIMIT:.0f}% of {limit} ({parts}); allocator fragmentation and CUDA "
+                   f"graphs are not in the estimate (docs/memory.md), so it may not fit; for headroom set {fix}")
+
+
+def _problems(est) -> str:
+    return "".join(f"; {p}" for p in est.problems)
+
+
+def _engine_note(est) -> str:
+    if est.sleep_frees is None:
+        return ""
+    return (f" (the vLLM engine keeps its share, weights and KV cache, for the whole job; sleep mode, which the "
+            f"trainer does not use yet, would free {est.sleep_frees:.1f} GiB of it while training)")
+
+
+@rule
+def time_limits(spec: Spec):
+    """`resources.<kind>.time_min` against the plan's GPU-hours spread over the job's GPUs (stages
+    with an unknown dataset or without exactly one of steps and epochs have no budget: other rules
+    report them)."""
+    for stage in spec.stages:
+        if any(d not in spec.datasets for d in stage.datasets) or (stage.steps is None) == (stage.epochs is None):
+            continue
+        yield from _time_issue("train", f"the train job of stage {stage.name!r}", budget.stage_estimate(spec, stage),
+                               spec.resources.train)
+        if stage.filter_before is not None:
+            yield from _time_issue("filter", f"the filter job before stage {stage.name!r}",
+                                   budget.filter_estimate(spec, stage), spec.resources.filter)
+
+
+def _time_issue(kind: str, what: str, estimate: dict, res) -> Iterator[Issue]:
+    need = budget.minutes_needed(estimate["gpu_hours"], res)
+    if need is not None and res.time_min < need:
+        gpus = res.gpus * res.nodes
+        again = "resumes from its last checkpoint" if kind == "train" else "starts over"
+        yield warn(("resources", kind, "time_min"), f"{what} needs about {estimate['gpu_hours']:,.0f} GPU-hours by the "
+                   f"plan's throughputs, {need:,.0f} minutes on its {gpus} GPUs, more than time_min {res.time_min}: "
+                   f"Slurm would stop it at the limit (run again, it {again}); raise time_min to at least "
+                   f"{math.ceil(need)} or give the job more GPUs")
 
 
 @rule

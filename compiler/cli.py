@@ -2,7 +2,7 @@
 
     rlspec check SPEC.yaml            validate; every problem as FILE:LINE:COL path: message
     rlspec schema                     JSON Schema of the spec language
-    rlspec plan SPEC.yaml [--json]    the job DAG, shared jobs, rollout budget and GPU-hours
+    rlspec plan SPEC.yaml [--json]    the job DAG, shared jobs, rollout budget, GPU-hours and memory per GPU
     rlspec compile SPEC.yaml [-o DIR] write the build folder (default build/<name>)
     rlspec run SPEC.yaml [--profile local|slurm|PATH] [--cores N] [--dry-run] [-- SNAKEMAKE ARGS]
     rlspec report BUILD_DIR [-o DIR] [--wandb]   tables and figures from the results so far
@@ -17,9 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from . import memory
 from .errors import SpecError
-from .plan import Plan, build_plan, totals
+from .jobs import BenchJob, FilterJob, TrainJob
+from .plan import Plan, PlannedJob, build_plan, totals
 from .render import render, write_build
+from .spec import Spec
 from .validate import Checked, check_file
 
 
@@ -104,25 +107,86 @@ def cmd_schema(args, extra) -> int:
 def cmd_plan(args, extra) -> int:
     checked = _checked(args.spec)
     plan = build_plan(checked.cells, Path(args.spec).parent)
-    data = plan_data(plan)
+    data = plan_data(plan, Path(args.spec).parent)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         from .show import print_plan
         print_plan(data)
+        _print_memory(data)
     return 0
 
 
-def plan_data(plan: Plan) -> dict:
+def plan_data(plan: Plan, spec_dir: Path) -> dict:
     labels = {cj.cell.index: cj.cell.label for cj in plan.cells}
+    specs = {cj.cell.index: cj.cell.spec for cj in plan.cells}
     jobs = []
     for job in plan.jobs.values():
         jobs.append({"kind": job.kind, "id": job.id, "label": job.label, "needs": job.input_ids(),
                      "cells": [labels[c] for c in job.cells], "shared_by": len(job.cells),
-                     "resources": job.resources, "estimate": job.estimate})
+                     "resources": job.resources, "estimate": job.estimate,
+                     "memory": job_memory(job, specs[job.cells[0]], spec_dir)})
     counts = {k: sum(1 for j in jobs if j["kind"] == k) for k in dict.fromkeys(j["kind"] for j in jobs)}
     return {"spec": plan.spec_name, "cells": [labels[c] for c in sorted(labels)], "jobs": jobs,
             "job_counts": counts, "totals": totals(plan)}
+
+
+def job_memory(job: PlannedJob, spec: Spec, spec_dir: Path) -> dict | None:
+    """The memory estimate per GPU of a train, filter or bench job (`compiler/memory.py`), from the
+    spec of the first cell that needs it (resources are not part of a job's id); None for other kinds."""
+    config = job.config
+    if isinstance(config, TrainJob):
+        stage = next(s for s in spec.stages if s.name == config.stage)
+        inputs = memory.stage_train(spec, stage, config.ranks, spec_dir)
+    elif isinstance(config, FilterJob):
+        inputs = memory.stage_filter(spec, next(s for s in spec.stages if s.name == config.stage), spec_dir)
+    elif isinstance(config, BenchJob):
+        inputs = memory.benchmark_engine(spec, config.benchmark, spec_dir)
+    else:
+        return None
+    return memory.estimate(inputs).as_json()
+
+
+def _print_memory(data: dict) -> None:
+    """The plan's memory table: one row per train and filter job, one per group of bench jobs with
+    the same estimate. Formatting only (the numbers are plan_data's)."""
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="memory per GPU (GiB, estimated before launch; docs/memory.md)")
+    for col in ("job", "per GPU", "GPU", "fits", "largest parts", "vLLM KV cache", "with sleep mode"):
+        table.add_column(col, justify="left" if col in ("job", "largest parts") else "right")
+    for label, mem in _memory_rows(data["jobs"]):
+        if not mem["estimated"]:
+            table.add_row(label, "-", "-", "?", f"not estimated: {mem['reason']}", "-", "-")
+            continue
+        parts = sorted(mem["parts_gib"].items(), key=lambda kv: -kv[1])
+        shown = " + ".join(f"{k} {v:.1f}" for k, v in parts[:3])
+        engine = mem["details"].get("rollout", mem["details"])
+        kv = (f"{engine['kv_cache_gib']:.1f} ({engine['full_length_sequences_at_once']} seqs)"
+              if engine.get("engine") == "vllm" else "-")
+        sleep = mem.get("per_gpu_with_sleep_mode_gib")
+        table.add_row(label, f"{mem['per_gpu_gib']:.1f}", f"{mem['gpu_mem_gb']:g}", "yes" if mem["fits"] else "NO",
+                      shown, kv, "-" if sleep is None else f"{sleep:.1f}")
+    Console(width=None if Console().is_terminal else 160).print(table)
+
+
+def _memory_rows(jobs: list[dict]) -> list[tuple[str, dict]]:
+    """(label, memory) per train/filter job; bench jobs with the same estimate, and jobs not
+    estimated for the same reason, share one row."""
+    rows: dict[str, list] = {}
+    for job in jobs:
+        mem = job["memory"]
+        if mem is None:
+            continue
+        key = (job["label"] if job["kind"] != "bench" else json.dumps(mem, sort_keys=True)) if mem["estimated"] \
+            else mem["reason"]
+        rows.setdefault(key, []).append(job)
+    out = []
+    for group in rows.values():
+        first = group[0]
+        label = first["label"] if len(group) == 1 else f"{len(group)} jobs ({first['label']}, ...)"
+        out.append((label, first["memory"]))
+    return out
 
 
 def default_out(checked: Checked) -> Path:

@@ -16,18 +16,18 @@ Job kinds (one name everywhere: rule, runtime module `rlspec.runtime.<kind>`, re
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import group_sizes, train_ranks
+from .budget import filter_estimate, stage_estimate
+from .checks import train_ranks
 from .hashing import ID_LENGTH, canonical, content_hash, file_sha256, folder_fingerprint
 from .jobs import (KINDS, BenchJob, BenchmarkText, CurateJob, DataFile, DataSource, Decontaminate, EngineSettings,
                    FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, ReportCell,
                    ReportJob, ReportStage, ScratchBuild, ScratchWarmup, TrainJob, TrainSampling)
-from .spec import (ConstantGroupSize, DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, Rollout, Source,
+from .spec import (DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, Rollout, Source,
                    Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
 from .validate import Cell
 
@@ -245,7 +245,7 @@ class _CellBuilder:
         config = FilterJob(stage=stage.name, pass_rate=rate, seed=self.spec.seed,
                            inference=self.inference(stage.rollout), grading=self.grading)
         return self.add("filter", f"filter before {stage.name}", config, inputs, self.res.filter,
-                        _filter_estimate(self.spec, stage))
+                        filter_estimate(self.spec, stage))
 
     def train(self, stage: Stage, inputs: dict) -> str:
         r = stage.rollout
@@ -322,64 +322,6 @@ def _report_job(spec: Spec, cells: list[CellJobs], jobs: dict[str, PlannedJob]) 
     jobs[jid] = PlannedJob("report", jid, "report", config, inputs, _resources(spec.resources.report),
                     [c.cell.index for c in cells])
     return jobs[jid]
-
-
-# ------------------------------------------------------------------------------------------
-# rollout budget
-# ------------------------------------------------------------------------------------------
-
-
-def _stage_size(spec: Spec, stage: Stage) -> int | None:
-    sizes = [spec.datasets[d].expected_size for d in stage.datasets]
-    return sum(sizes) if all(s is not None for s in sizes) else None  # type: ignore[misc]
-
-
-def stage_estimate(spec: Spec, stage: Stage) -> dict[str, Any]:
-    """prompts/step x group size x max response tokens x steps = rollout tokens (an upper bound),
-    and GPU-hours from the spec's declared throughputs."""
-    size = _stage_size(spec, stage)
-    if stage.filter_before is not None and size is not None:
-        size = None  # the hard-prompt filter's yield is unknown before it runs
-    steps_per_epoch = math.ceil(size / stage.prompts_per_step) if size else None
-    steps = stage.steps if stage.steps is not None else (
-        stage.epochs * steps_per_epoch if steps_per_epoch else None)  # type: ignore[operator]
-    sizes = group_sizes(stage)
-    if steps is None:
-        return {"steps": None, "group_size": sizes, "prompts_per_step": stage.prompts_per_step,
-                "max_response_tokens": stage.max_response_tokens, "rollout_tokens": None, "gpu_hours": None,
-                "note": "steps unknown: set datasets.<name>.expected_size to turn epochs into steps"}
-    if isinstance(stage.group_size, ConstantGroupSize) or not steps_per_epoch:
-        responses = steps * stage.prompts_per_step * max(sizes)
-    else:
-        responses = sum(stage.prompts_per_step * sizes[min(s // steps_per_epoch, len(sizes) - 1)]
-                        for s in range(steps))
-    return _budget(spec, stage, steps, responses, stage.max_response_tokens, sizes)
-
-
-def _filter_estimate(spec: Spec, stage: Stage) -> dict[str, Any]:
-    f = stage.filter_before
-    assert f is not None
-    size = _stage_size(spec, stage)
-    tokens = f.max_response_tokens or stage.max_response_tokens
-    if size is None:
-        return {"steps": None, "group_size": [f.k], "rollout_tokens": None, "gpu_hours": None,
-                "note": "dataset size unknown: set expected_size"}
-    return _budget(spec, stage, None, size * f.k, tokens, [f.k], train=False)
-
-
-def _budget(spec: Spec, stage: Stage, steps, responses: int, max_tokens: int, sizes, *, train: bool = True) -> dict:
-    tp = spec.resources.throughput
-    rollout_tokens = responses * max_tokens
-    mean_tokens = rollout_tokens * tp.mean_response_fraction
-    gen_h = mean_tokens / tp.rollout_tokens_per_gpu_s / 3600
-    train_h = 0.0
-    if train:
-        seq = stage.rollout.max_prompt_tokens * tp.mean_response_fraction + max_tokens * tp.mean_response_fraction
-        train_h = responses * seq * stage.algorithm.updates_per_batch / tp.train_tokens_per_gpu_s / 3600
-    return {"steps": steps, "prompts_per_step": stage.prompts_per_step, "group_size": sizes,
-            "max_response_tokens": max_tokens, "responses": responses, "rollout_tokens": rollout_tokens,
-            "gpu_hours": round(gen_h + train_h, 3), "generation_gpu_hours": round(gen_h, 3),
-            "train_gpu_hours": round(train_h, 3)}
 
 
 def totals(plan: Plan) -> dict[str, Any]:

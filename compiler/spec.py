@@ -156,9 +156,15 @@ class AnswerExtraction(Model):
     """Only text after the last occurrence of this tag is graded; a response without it gets reward 0
     (`no_answer`). Null grades the whole response."""
     math: Literal["boxed"] = "boxed"
-    """Math answers: the last `\\boxed{...}` (nested braces allowed)."""
+    """Math answers are boxed (`\\boxed{...}`, nested braces allowed); `math_boxes` says which boxes."""
     math_fallback_patterns: list[str] = []
     """Regular expressions tried in order when no `\\boxed{}` is found (group 1 is the answer)."""
+    math_boxes: Literal["last_box", "all_boxes"] = "last_box"
+    """Which boxes are the answer: the last `\\boxed{}` (AceReason), or `all_boxes`: the final group of
+    boxes compared as one answer (sets, several roots or a tuple boxed one by one)."""
+    math_unboxed_fallback: bool = False
+    """Without any box, grade the final answer the response states after the think tag ("the answer
+    is 5"); off by default: the paper's reward is boxed-only, and a policy learns what pays."""
     code: Literal["last_python_block"] = "last_python_block"
     """Code answers: the last fenced ```python block."""
 
@@ -507,6 +513,13 @@ class Algorithm(Model):
     """Prompts per optimiser step within a rollout batch; null = the whole batch (one step per update)."""
     micro_batch_size: Annotated[int, Field(ge=1)] = 4
     """Sequences per forward/backward per rank (gradient accumulation covers the rest)."""
+    gradient_checkpointing: bool | None = None
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them (memory
+    for compute: needed at 8K-32K tokens); null = on when the train job runs on GPUs, off on CPU."""
+    logprob_chunk_tokens: Annotated[int, Field(ge=1)] = 1024
+    """Response positions per chunk when log-probs and entropy are computed from the last hidden
+    states: the full-vocabulary fp32 logits exist for one chunk at a time, never for the whole
+    (sequences x length x vocabulary) batch."""
     dynamic_sampling: DynamicSampling = DynamicSampling()
     overlong: Overlong = Overlong()
     optimizer: Optimizer = Optimizer()
@@ -670,6 +683,9 @@ class JobResources(Model):
     cpus: Annotated[int, Field(ge=1)] = 1
     """CPU cores (Snakemake threads)."""
     mem_gb: Annotated[float, Field(gt=0)] = 4
+    """Host memory per node (Slurm `--mem`)."""
+    gpu_mem_gb: Annotated[float, Field(gt=0)] = 80
+    """Memory of one GPU; `rlspec check` refuses a GPU job whose estimated memory per GPU exceeds it."""
     time_min: Annotated[int, Field(ge=1)] = 60
     """Wall-clock limit in minutes (Slurm `--time`)."""
     nodes: Annotated[int, Field(ge=1)] = 1
@@ -717,7 +733,10 @@ class RewardSettings(Model):
     code_total_time_limit_s: Annotated[float, Field(gt=0)] = 60.0
     """Limit for all tests of one program."""
     code_memory_mb: Annotated[int, Field(ge=16)] = 1024
-    """Address-space limit for a program under test."""
+    """Memory limit for a program under test (all its processes, shared memory included)."""
+    code_float_tolerance: Annotated[float, Field(ge=0.0)] | None = 1e-6
+    """Floats in a program's output or return value match the expected ones within this absolute or
+    relative tolerance (0.33000000000000007 == 0.33); null compares exactly."""
 
 
 class Spec(Model):

@@ -31,6 +31,7 @@ from rlspec.runtime.job import Job, fault_point, model_dir
 
 from . import algos, checkpoint, distributed
 from .batch import RolloutBatch, engine_logprobs, pack, response_mask, stack
+from .chunked import PolicyLogprobs, response_logprobs
 from .sampler import PromptSampler, steps_for
 from .temperature import TemperatureController
 
@@ -113,12 +114,19 @@ class Trainer:
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
         model.config.use_cache = False
+        checkpointing = self.alg.gradient_checkpointing
+        if checkpointing is None:  # the spec's default: on where memory is scarce (GPUs), off on CPU
+            checkpointing = torch.cuda.is_available()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.train()  # HF layers checkpoint only in training mode (dropout stays as configured)
         self.ref_model = None
         if self.alg.kl.coef > 0:  # β = 0 loads no reference model (the paper's setting)
             self.ref_model = AutoModelForCausalLM.from_pretrained(self.source,
                                                                   dtype=TORCH_DTYPES[self.cfg.inference.dtype])
             self.ref_model.to(self.dist.device).eval().requires_grad_(False)
-        print(f"reference model: {'loaded (kl.coef > 0)' if self.ref_model is not None else 'none (kl.coef = 0)'}; "
+        print(f"gradient checkpointing: {'on' if checkpointing else 'off'}; "
+              f"reference model: {'loaded (kl.coef > 0)' if self.ref_model is not None else 'none (kl.coef = 0)'}; "
               f"{len(self.records)} prompts ({self.dropped_long} dropped as too long); {self.total_steps} steps; "
               f"world {self.dist.world}", flush=True)
         return model
@@ -140,7 +148,8 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(opt_cfg, opt_steps))
         ds_cfg = distributed.deepspeed_config(self.cfg, micro_batch=self.micro, grad_accum=self.grad_accum, world=world)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+            model=PolicyLogprobs(model), optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+        self.policy = self.ds.module.policy  # the HF model inside the engine (saved, synced, measured)
 
     def _setup_tracking(self) -> None:
         from rlspec.runtime.tracking import Tracker
@@ -342,7 +351,7 @@ class Trainer:
         if self.cfg.deepspeed.zero_stage >= 2:
             gn = self.ds.get_global_grad_norm()
             return float(gn) if gn is not None else float("nan")
-        sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in self.ds.module.parameters() if p.grad is not None)
+        sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in self.policy.parameters() if p.grad is not None)
         return math.sqrt(sq)
 
     def _normaliser(self, batch: RolloutBatch, seqs: list[int]) -> algos.Normaliser:
@@ -350,13 +359,33 @@ class Trainer:
         tokens, counted = distributed.all_reduce_sum(list(local))
         return algos.Normaliser.of(tokens, counted, self.cfg.max_response_tokens)
 
+    def _forward(self, model, ids, attn, tgt, resp, temp, *, entropy: bool):
+        """Response log-probs (and entropy) in chunks of `algorithm.logprob_chunk_tokens` positions,
+        through the DeepSpeed engine (`model` is `self.ds`) or a plain HF model (the reference).
+        Under ZeRO-3 every output-layer call gathers its weights collectively, so all ranks make the
+        same number of calls: the largest chunk count of any rank (empty chunks on the others)."""
+        chunk = self.alg.logprob_chunk_tokens
+        n_chunks = -(-int(resp.sum()) // chunk)
+        if self.cfg.deepspeed.zero_stage == 3 and self.dist.world > 1:
+            n_chunks = max(distributed.all_gather_objects(n_chunks))
+        if model is self.ds:
+            return model(ids, attn, tgt, resp, temp, chunk, n_chunks, entropy)
+        return response_logprobs(model, ids, attn, tgt, resp, temp, chunk, n_chunks=n_chunks, entropy=entropy,
+                                 grad=torch.is_grad_enabled())
+
+    def _dummy_forward(self, model, temp):
+        """A forward on one token pair with no response position: keeps every rank at the same
+        number of micro-steps (and ZeRO-3 gathers) when its share of a mini-batch is empty."""
+        dummy = torch.tensor([[self.tokenizer.eos_token_id or 0] * 2], device=self.dist.device)
+        return self._forward(model, dummy, torch.ones_like(dummy), dummy[:, 1:],
+                             torch.zeros(1, 1, device=self.dist.device), temp, entropy=False)[0]
+
     def _micro_loss(self, model, batch, chunk, temp, norm, old_lp, ref_lp, acc, *, first_pass: bool):
-        if not chunk:  # keeps every rank at the same number of micro-steps
-            dummy = torch.tensor([[self.tokenizer.eos_token_id or 0]], device=self.dist.device)
-            return model(input_ids=dummy).logits.sum() * 0.0
+        if not chunk:
+            return self._dummy_forward(model, temp).sum() * 0.0
         ids, attn, tgt, mask = pack(batch, chunk, self.dist.device)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temp
-        logp = _gather_logprobs(logits, tgt)
+        logp, ent_tok = self._forward(model, ids, attn, tgt, mask, temp,
+                                      entropy=first_pass or self.alg.entropy_coef > 0)
         mask = mask * torch.tensor([float(batch.loss_mask[i]) for i in chunk], device=mask.device)[:, None]
         old = logp.detach() if old_lp is None else stack(old_lp, chunk, logp)
         adv = torch.tensor([batch.advantages[i] for i in chunk], dtype=logp.dtype, device=logp.device)
@@ -370,13 +399,9 @@ class Trainer:
             acc["kl"][1] += float(mask.sum())
         resp = response_mask(batch, chunk, logp)
         if self.alg.entropy_coef > 0:
-            ent_tok = algos.entropy_from_logits(logits)
             loss = loss - self.alg.entropy_coef * ent_tok
-            ent_sum = float((ent_tok.detach() * resp).sum())
-        elif first_pass:
-            with torch.no_grad():  # only the response positions: the full (S, T, V) softmax is large
-                ent_sum = float(algos.entropy_from_logits(logits.detach()[resp > 0]).sum())
         if first_pass:
+            ent_sum = float((ent_tok.detach() * resp).sum())
             acc["entropy"][0] += ent_sum
             acc["entropy"][1] += float(resp.sum())
             eng = engine_logprobs(batch, chunk, logp)
@@ -394,20 +419,26 @@ class Trainer:
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model, batch, temp) -> list[torch.Tensor]:
+        """Per-sequence response log-probs of the batch under `model` (old policy or reference), in the
+        same micro-batches the optimisation uses, so every rank makes the same calls."""
         out = []
         n = len(batch)
-        for start in range(0, n, self.micro):
+        for start in range(0, self.grad_accum * self.n_mini * self.micro, self.micro):
             chunk = list(range(start, min(n, start + self.micro)))
-            ids, attn, tgt, _ = pack(batch, chunk, self.dist.device)
-            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temp
-            lp = _gather_logprobs(logits, tgt)
+            if not chunk and not (self.cfg.deepspeed.zero_stage == 3 and self.dist.world > 1):
+                break
+            if not chunk:  # ZeRO-3: match the calls of ranks that still have sequences
+                self._dummy_forward(model, temp)
+                continue
+            ids, attn, tgt, mask = pack(batch, chunk, self.dist.device)
+            lp, _ = self._forward(model, ids, attn, tgt, mask, temp, entropy=False)
             out.extend(lp[j] for j in range(len(chunk)))
         return out
 
     # ------------------------------------------------------------------------------- sync, health, saving
 
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        model = self.ds.module
+        model = self.policy
         if self.cfg.deepspeed.zero_stage == 3:
             import deepspeed
             with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
@@ -453,7 +484,7 @@ class Trainer:
             final = self.out / "model"
             tmp = temp_path(final)
             shutil.rmtree(tmp, ignore_errors=True)
-            model = self.ds.module
+            model = self.policy
             model.config.use_cache = True
             dtype = TORCH_DTYPES[self.cfg.inference.dtype]
             model.save_pretrained(tmp, state_dict={k: v.to(dtype) for k, v in state.items()})
@@ -498,11 +529,6 @@ def _share(n: int, rank: int, world: int) -> tuple[int, int]:
 def _split(groups: list[list[int]], parts: int) -> list[list[list[int]]]:
     n = len(groups)
     return [groups[n * i // parts: n * (i + 1) // parts] for i in range(parts)]
-
-
-def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def _metric_column(path: Path, key: str) -> list[float]:
