@@ -128,6 +128,8 @@ def test_off_policy_minibatches_dynamic_sampling_and_schedules(tmp_path, tiny_mo
     rows = metrics(build, job)
     assert len(rows) == 4
     assert any(r["ratio_max_dev"] > 0 for r in rows)  # the second update sees a changed policy
+    # dynamic sampling drops groups: rates are over every sampled group, so never above 1 (issue 16)
+    assert all(0.0 <= r["zero_variance_frac"] <= 1.0 and 0.0 <= r["pass_rate"] <= 1.0 for r in rows)
     temps = [r["temperature"] for r in rows]
     assert temps[0] == 1.0 and len(set(temps)) > 1 and all(0.5 <= t <= 1.5 for t in temps)
     assert [r["group_size"] for r in rows if r["epoch"] >= 1] and all(
@@ -182,3 +184,16 @@ def test_zero3_on_two_ranks_matches_one_rank(tmp_path, tiny_model_dir):
     assert [r["reward_mean"] for r in m1] == [r["reward_mean"] for r in m2]
     for name in w1:
         assert torch.allclose(w1[name], w2[name], atol=1e-5), name
+
+
+def test_one_update_over_several_mini_batches_is_off_policy_after_the_first(tmp_path, tiny_model_dir):
+    """updates_per_batch 1 with mini_batch_size 2 of 4 prompts: the second mini-batch is optimised
+    after the first moved the weights, so its importance ratio is not 1 (old log-probs are the
+    batch's, taken before the first optimiser step). Before, every mini-batch used its own forward
+    as the old policy: ratio exactly 1, clipping could never bind (issue 16)."""
+    # the entropy bonus moves the weights even when a mini-batch's rewards are all equal
+    build, job = compile_and_curate(tmp_path, spec_text(tiny_model_dir, steps=2, every=10,
+                                                        extra_algorithm="mini_batch_size: 2\nentropy_coef: 0.05"))
+    out = run_train(build, job)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert all(r["ratio_max_dev"] > 0 for r in metrics(build, job))
