@@ -1,6 +1,8 @@
 """`rlspec`: check, plan, compile and run experiment specs.
 
     rlspec check SPEC.yaml            validate; every problem as FILE:LINE:COL path: message
+    (check, plan, compile and run take `--set PATH=VALUE`, repeatable: `--set seed=2
+     --set stages[math-8k].steps=10`; values are YAML, paths the grid's, recorded in the manifest)
     rlspec schema                     JSON Schema of the spec language
     rlspec plan SPEC.yaml [--json]    the job DAG, shared jobs, rollout budget, GPU-hours and memory per GPU
     rlspec compile SPEC.yaml [-o DIR] write the build folder (default build/<name>)
@@ -48,20 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate a spec; print every problem with its file:line")
     c.add_argument("spec")
+    _add_set(c)
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     s.set_defaults(func=cmd_schema)
     pl = sub.add_parser("plan", help="show the expanded job DAG and the rollout budget")
     pl.add_argument("spec")
+    _add_set(pl)
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
     pl.set_defaults(func=cmd_plan)
     co = sub.add_parser("compile", help="write the build folder (Snakefile, rules, one JSON per job, manifest)")
     co.add_argument("spec")
+    _add_set(co)
     co.add_argument("-o", "--out", help="build folder (default: build/<spec name>)")
     co.set_defaults(func=cmd_compile)
     r = sub.add_parser("run", help="compile, then run the workflow with Snakemake",
                        description="Compile, then run the workflow with Snakemake. Arguments after `--` go to Snakemake.")
     r.add_argument("spec")
+    _add_set(r)
     r.add_argument("-o", "--out", help="build folder (default: build/<spec name>)")
     r.add_argument("--profile", default="local", help="local, slurm, or a Snakemake profile folder (default: local)")
     r.add_argument("--cores", type=int, default=None, help="cores for local execution (default: all)")
@@ -78,21 +84,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override one spec value for this command (the grid's path syntax, a YAML value; "
+                             "repeatable), e.g. --set seed=2 --set stages[math-8k].steps=10")
+
+
 def _print_issues(exc: SpecError) -> None:
     errors = len(exc.errors)
     print(exc.render(), file=sys.stderr)
     print(f"{errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
 
 
-def _checked(spec: str) -> Checked:
-    checked = check_file(spec)
+def _checked(spec: str, overrides: list[str] | None = None) -> Checked:
+    checked = check_file(spec, overrides=overrides or [])
     for w in checked.warnings:
         print(w.render(), file=sys.stderr)
     return checked
 
 
 def cmd_check(args, extra) -> int:
-    checked = _checked(args.spec)
+    checked = _checked(args.spec, args.set)
     cells = len(checked.cells)
     print(f"{args.spec}: ok ({cells} grid cell{'s' if cells != 1 else ''}, {len(checked.warnings)} warning{'s' if len(checked.warnings) != 1 else ''})")
     return 0
@@ -105,7 +117,7 @@ def cmd_schema(args, extra) -> int:
 
 
 def cmd_plan(args, extra) -> int:
-    checked = _checked(args.spec)
+    checked = _checked(args.spec, args.set)
     plan = build_plan(checked.cells, Path(args.spec).parent)
     data = plan_data(plan, Path(args.spec).parent)
     if args.json:
@@ -193,17 +205,19 @@ def default_out(checked: Checked) -> Path:
     return Path("build") / checked.cells[0].spec.name
 
 
-def compile_spec(spec: str, out: str | None) -> tuple[Checked, Plan, Path, dict]:
-    checked = _checked(spec)
+def compile_spec(spec: str, out: str | None, overrides: list[str] | None = None) -> tuple[Checked, Plan, Path, dict]:
+    from .provenance import provenance
+    from .render import package_version
+    checked = _checked(spec, overrides)
     plan = build_plan(checked.cells, Path(spec).parent)
-    files = render(checked, plan, spec_file=spec)
+    files = render(checked, plan, spec_file=spec, provenance=provenance(spec, overrides or [], package_version()))
     target = Path(out) if out else default_out(checked)
     counts = write_build(files, target)
     return checked, plan, target, counts
 
 
 def cmd_compile(args, extra) -> int:
-    checked, plan, target, counts = compile_spec(args.spec, args.out)
+    checked, plan, target, counts = compile_spec(args.spec, args.out, args.set)
     print(f"compiled {args.spec} -> {target}/ ({len(checked.cells)} cells, {len(plan.jobs)} jobs; "
           f"{counts['written']} files written, {counts['unchanged']} unchanged, {counts['removed']} removed)")
     return 0
@@ -211,8 +225,12 @@ def cmd_compile(args, extra) -> int:
 
 def cmd_run(args, extra) -> int:
     from .runner import run_snakemake
-    checked, plan, target, _ = compile_spec(args.spec, args.out)
+    from .provenance import dirty_line
+    checked, plan, target, _ = compile_spec(args.spec, args.out, args.set)
     print(f"compiled {args.spec} -> {target}/ ({len(plan.jobs)} jobs)")
+    note = dirty_line(json.loads((target / "manifest.json").read_text())["provenance"], args.spec)
+    if note:
+        print(note)
     return run_snakemake(target, profile=args.profile, cores=args.cores, dry_run=args.dry_run, extra=extra,
                          total_jobs=len(plan.jobs))
 

@@ -41,7 +41,9 @@ class Issue:
     severity: Literal["error", "warning"] = "error"
 
     def render(self) -> str:
-        where = f"{self.loc.file}:{self.loc.line}:{self.loc.col}" if self.loc else "<spec>"
+        where = "<spec>"
+        if self.loc is not None:  # a command-line override (`--set #2`) has no line to point at
+            where = self.loc.file if self.loc.line == 0 else f"{self.loc.file}:{self.loc.line}:{self.loc.col}"
         dotted = dotted_path(self.path) or "<root>"
         tag = "" if self.severity == "error" else "warning: "
         return f"{where} {dotted}: {tag}{self.message}"

@@ -94,8 +94,9 @@ def spec_hash(dumps: list[dict]) -> str:
     return hashlib.sha256(canonical(dumps).encode()).hexdigest()
 
 
-def render(checked: Checked, plan: Plan, *, spec_file: str) -> dict[str, str]:
-    """Every file of the build folder, as {relative path: text}."""
+def render(checked: Checked, plan: Plan, *, spec_file: str, provenance: dict[str, Any] | None = None) -> dict[str, str]:
+    """Every file of the build folder, as {relative path: text}. `provenance` (git commits, overrides:
+    `compiler/provenance.py`) goes into the manifest and the context; without it they say null."""
     env = _env()
     ver = package_version()
     files: dict[str, str] = {}
@@ -139,11 +140,13 @@ def render(checked: Checked, plan: Plan, *, spec_file: str) -> dict[str, str]:
         "spec_dir": str(Path(spec_file).resolve().parent),
         "tracking": spec0.tracking.model_dump(mode="json"),
         "cells": [{"index": c.index, "label": c.label, "values": c.values} for c in checked.cells],
+        "provenance": provenance,
     }, "jobs", {j.id: {"kind": j.kind, "label": j.label, "cells": j.cells} for j in plan.jobs.values()})
     files["manifest.json"] = _json_rows({
         "rlspec_version": ver,
         "spec": {"name": spec0.name, "file": Path(spec_file).name, "hash": s_hash},
         "cells": len(checked.cells),
+        "provenance": provenance,
     }, "jobs", {j.id: {"kind": j.kind, "label": j.label,
                        "hash": hashlib.sha256(files[f"jobs/{j.kind}/{j.id}.json"].encode()).hexdigest()}
                 for j in plan.jobs.values()})

@@ -21,6 +21,7 @@ import json
 import os.path
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -63,13 +64,15 @@ class Checked:
 # ------------------------------------------------------------------------------------------
 
 
-def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
-    """Load, validate and expand a spec. Raises SpecError with every problem found."""
+def check_file(path: str | FsPath, *, display: str | None = None, overrides: Sequence[str] = ()) -> Checked:
+    """Load, validate and expand a spec. Raises SpecError with every problem found. `overrides` are
+    command-line `PATH=VALUE` settings (`rlspec ... --set`), applied after `extends` and located at
+    the argument that wrote them."""
     located = load_spec_file(path, display=display)
     # Top-level `x-...` keys hold YAML anchors to reuse (as in docker-compose); they are not settings.
     located.data = {k: v for k, v in located.data.items() if not str(k).startswith("x-")}
     _rebase_local_paths(located, FsPath(path).parent, display or str(path))
-    issues: list[Issue] = []
+    issues: list[Issue] = _apply_overrides(located, overrides)  # reported with everything else
     base = _validate(located, located.data, issues)
     if base is None:
         # Still report the cross-field problems: drop the keys that failed and check the rest.
@@ -88,6 +91,42 @@ def check_file(path: str | FsPath, *, display: str | None = None) -> Checked:
         raise SpecError(issues)
     warnings = sorted((i for i in issues if i.severity == "warning"), key=Issue.sort_key)
     return Checked(file=display or str(path), cells=cells, warnings=warnings, base=base)
+
+
+def _apply_overrides(located: Located, overrides: Sequence[str]) -> list[Issue]:
+    """Set each `PATH=VALUE` (the grid's path syntax; the value parsed as YAML) in the spec data.
+    The value's location becomes the argument (`--set #2`), so a bad value is reported there."""
+    import yaml
+    issues = []
+    for k, text in enumerate(overrides, 1):
+        where = Loc(f"--set #{k}", 0, 0)
+        path_text, sep, value_text = text.partition("=")
+        path_text = path_text.strip()
+        if not sep or not path_text:
+            issues.append(Issue((), f"{text!r} is not PATH=VALUE; write e.g. `--set seed=2` or "
+                               "`--set stages[math-8k].steps=10`", where))
+            continue
+        resolved, problem = _check_axis_path(located.data, path_text)
+        if problem is not None or resolved is None:
+            try:
+                written = parse_dotted(path_text)
+            except ValueError:
+                written = ()
+            issues.append(Issue(written, str(problem), where))
+            continue
+        try:
+            value = yaml.safe_load(value_text) if value_text.strip() else None
+        except yaml.YAMLError as exc:
+            issues.append(Issue(resolved, f"the value {value_text!r} is not YAML ({exc.problem or exc}); "
+                                "quote text that YAML would misread", where))
+            continue
+        located.data = set_path(located.data, resolved, value)
+        for table in (located.value_locs, located.key_locs):  # the file's locations under it are gone
+            for old in [p for p in table if p[:len(resolved)] == resolved]:
+                del table[old]
+        located.value_locs[resolved] = where
+        located.key_locs[resolved] = where
+    return issues
 
 
 def _rebase_local_paths(located: Located, root_dir: FsPath, root_name: str) -> None:

@@ -64,5 +64,7 @@ def _wandb_run(job: Job):
     tags = [job.kind, *[f"{k}={v}" for k, v in cell["values"].items()], *tracking.get("tags", [])]
     return wandb.init(project=tracking.get("project"), entity=tracking.get("entity"), mode=tracking.get("mode"),
                       group=group[:128], name=job.label, id=job.id, resume="allow", job_type=job.kind,
-                      tags=[t[:64] for t in tags], config={"job": job.config.model_dump(mode="json"), "cells": mine, "grid": cell["values"]},
+                      tags=[t[:64] for t in tags],
+                      config={"job": job.config.model_dump(mode="json"), "cells": mine, "grid": cell["values"],
+                              "provenance": job.context.get("provenance")},  # spec and rlspec commits
                       dir=os.getcwd(), settings=wandb.Settings(silent=True, init_timeout=90))

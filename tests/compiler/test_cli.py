@@ -82,7 +82,7 @@ def test_compile_writes_readable_build_folder(tmp_path):
                 "profiles/local/config.yaml", "profiles/slurm/config.yaml", "envs/trainer.yaml"):
         assert (b / rel).is_file(), rel
     manifest = json.loads((b / "manifest.json").read_text())
-    assert set(manifest) == {"rlspec_version", "spec", "cells", "jobs"}
+    assert set(manifest) == {"rlspec_version", "spec", "cells", "jobs", "provenance"}
     assert len(manifest["jobs"]) == len(list((b / "jobs").rglob("*.json")))
     again = rlspec("compile", "specs/quickstart.yaml", "-o", str(tmp_path / "q"))
     assert "0 files written" in again.stdout
