@@ -41,7 +41,10 @@ class Context:
         """The model folder of input `role` (weights and tokenizer; see `rlspec.compiler.jobs`)."""
         if role not in self.inputs:
             raise FilterError(f"the job has no {role!r} input model; recompile with `rlspec compile`")
-        return Path(self.inputs[role]) / "model"
+        path = Path(self.inputs[role]) / "model"
+        if not (path / "config.json").is_file():
+            raise FilterError(f"input model {path} is missing (no config.json); did the job that writes it finish?")
+        return path
 
     def tokenizer(self):
         """The policy's tokenizer (`model.tokenizer` when set: the model job put it there), loaded once."""

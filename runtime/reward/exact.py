@@ -307,12 +307,9 @@ def _across_kinds(ka, kr) -> bool | None:
     """Different shapes: False where math-verify can never find them equal, else None."""
     kinds = {ka[0], kr[0]}
     if kinds == {"number", "percent"}:
-        (value, decimal), percent = (ka[1], kr[1]) if ka[0] == "number" else (kr[1], ka[1])
-        if decimal:
-            return None  # math-verify rounds the percent's value against the decimal
-        # math-verify compares integers with the percent's number (9\% equals 9), then values
-        # (75\% equals 3/4, 100\% equals 1): either makes them equal.
-        return value == percent or value == Fraction(percent, 100)
+        # Deferred: math-verify equates 25\% with 25 but not with \text{25}, which normalises to the
+        # same number here (found by test_random_shaped_answers_many), so only it can decide.
+        return None
     if kinds == {"number", "value"}:
         number, value = (ka, kr) if ka[0] == "number" else (kr, ka)
         return _values(float(number[1][0]), value[1])

@@ -194,6 +194,7 @@ def test_bench_job_on_vllm(tmp_path, tiny):
     pytest.importorskip("vllm")
     build = compile_build(tmp_path, tiny, engine="vllm")
     jid = bench_job(build, "held", "initial")
+    assert run_job(build, model_job(build), "model").returncode == 0
     proc = run_job(build, jid)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = check_outputs(build / "results" / "bench" / jid, problems=6, k=4)

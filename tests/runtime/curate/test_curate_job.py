@@ -86,6 +86,8 @@ def make_build(tmp_path: Path, seven_model: Path | None = None, filters: str = F
 @pytest.mark.slow  # two job processes that load torch and a model: ~10 s on a quiet box, 40 s on a busy one
 def test_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
     build = make_build(tmp_path, seven_model)
+    for model_job in job_files(build, "model"):  # the spec's model and the pass-rate teacher, linked
+        assert run_job(build, "model", model_job).returncode == 0
     [job] = job_files(build, "curate")
     result = run_job(build, "curate", job)
     assert result.returncode == 0, result.stderr
@@ -113,7 +115,7 @@ def test_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
     kept = read_prompts(fout / "prompts.parquet")
     assert 0 < len(kept) <= len(records)
     ffunnel = json.loads((fout / "funnel.json").read_text())
-    assert ffunnel["dataset"] == "math" and ffunnel["input"] == len(records) and ffunnel["output"] == len(kept)
+    assert ffunnel["dataset"].startswith("math before ") and ffunnel["input"] == len(records) and ffunnel["output"] == len(kept)
     assert json.loads((fout / "done.json").read_text())["domains"] == ["math"]
 
 
