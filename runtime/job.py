@@ -96,9 +96,14 @@ def spec_dir(job: Job) -> Path | None:
 def model_dir(job: Job, role: str = "policy") -> Path:
     """The model folder (weights and tokenizer) of input `role`: every job that loads a model reads
     it here, whether a `model` job built, fetched or linked it, or a train job wrote it."""
-    if role not in job.inputs:
-        raise JobError(f"{job.path}: the job has no {role!r} input; recompile with `rlspec compile`")
-    path = Path(job.inputs[role]) / "model"
+    return input_model(job.inputs, role)
+
+
+def input_model(inputs: dict[str, Any], role: str) -> Path:
+    """`<inputs[role]>/model`, refused with the reason when the role or the folder is missing."""
+    if role not in inputs:
+        raise JobError(f"the job has no {role!r} input model; recompile with `rlspec compile`")
+    path = Path(inputs[role]) / "model"
     if not (path / "config.json").is_file():
         raise JobError(f"input model {path} is missing (no config.json); did the job that writes it finish?")
     return path

@@ -39,12 +39,11 @@ class Context:
 
     def model_dir(self, role: str) -> Path:
         """The model folder of input `role` (weights and tokenizer; see `rlspec.compiler.jobs`)."""
-        if role not in self.inputs:
-            raise FilterError(f"the job has no {role!r} input model; recompile with `rlspec compile`")
-        path = Path(self.inputs[role]) / "model"
-        if not (path / "config.json").is_file():
-            raise FilterError(f"input model {path} is missing (no config.json); did the job that writes it finish?")
-        return path
+        from rlspec.runtime.job import JobError, input_model
+        try:
+            return input_model(self.inputs, role)
+        except JobError as exc:
+            raise FilterError(str(exc)) from None
 
     def tokenizer(self):
         """The policy's tokenizer (`model.tokenizer` when set: the model job put it there), loaded once."""
