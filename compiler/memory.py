@@ -32,6 +32,7 @@ from typing import Any
 from .spec import JobResources, ModelSpec, Spec, Stage
 
 GIB = 1 << 30
+WEIGHT_SYNC_BUCKET = 256 * 2**20  # bytes the ZeRO-3 weight push gathers at once (runtime/grpo/weightsync.py)
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 # Measured peak of fp32 (positions x vocabulary) copies while one checkpointed log-prob chunk runs its
@@ -239,6 +240,8 @@ class TrainInputs:
     engine: EngineInputs
     micro_batch_size: int
     checkpointing: bool
+    max_tokens_per_micro_batch: int | None  # the token budget (`algorithm.max_tokens_per_micro_batch`)
+    packed: bool  # `algorithm.pack_sequences`: one padding-free row per micro-batch
     logprob_chunk_tokens: int
     reference_model: bool
     zero_stage: int
@@ -399,19 +402,35 @@ def layer_bytes_per_token(s: Shape, dtype: str, *, masked: bool) -> int:
     return norms + b * (3 * q + 2 * kv) + 4 * b * s.intermediate
 
 
-def _activations(t: TrainInputs) -> tuple[dict[str, float], dict[str, Any]]:
-    """Saved for the backward of one micro-batch of `micro_batch_size` padded sequences of
-    max prompt + max response tokens: every layer's activations, or with gradient checkpointing
-    only every layer's input; the final norm and the response hidden states; the padding mask."""
-    e, s = t.engine, t.engine.shape
-    seq, b = e.sequence_tokens, DTYPE_BYTES[e.dtype]
+def micro_batch_tokens(t: TrainInputs) -> tuple[int, bool, int]:
+    """The largest micro-batch: (tokens in its forward, whether HF builds an attention mask, mask
+    bytes). Without a budget: `micro_batch_size` padded sequences of max prompt + max response
+    tokens. With a budget B: at most B tokens (padded width x count, or the packed sum), never more
+    than the fixed count would hold. Padded: the mask is (count, 1, width, width) booleans, at most
+    B x seq bytes. Packed: one row of N tokens whose block-diagonal mask is N x N booleans with
+    SDPA (flash attention's varlen path needs none; the estimate assumes SDPA, the default)."""
+    seq = t.engine.sequence_tokens
     tokens = t.micro_batch_size * seq
-    masked = t.micro_batch_size > 1  # one sequence needs no padding, so HF passes no mask
+    if t.max_tokens_per_micro_batch is not None:
+        tokens = max(seq, min(tokens, t.max_tokens_per_micro_batch))
+    if t.micro_batch_size == 1:  # one sequence needs no padding, so HF passes no mask
+        return tokens, False, 0
+    return tokens, True, tokens * tokens if t.packed else tokens * seq
+
+
+def _activations(t: TrainInputs) -> tuple[dict[str, float], dict[str, Any]]:
+    """Saved for the backward of the largest micro-batch (`micro_batch_tokens`): every layer's
+    activations, or with gradient checkpointing only every layer's input; the final norm and the
+    response hidden states; the attention mask."""
+    e, s = t.engine, t.engine.shape
+    b = DTYPE_BYTES[e.dtype]
+    tokens, masked, mask_bytes = micro_batch_tokens(t)
     per_layer = s.hidden * b if t.checkpointing else layer_bytes_per_token(s, e.dtype, masked=masked)
     saved = {"activations": _bytes_to_gib(s.layers * tokens * per_layer + tokens * s.hidden * (4 + 3 * b))}
-    if masked:  # HF's SDPA mask for a padded batch: (sequences, 1, seq, seq) booleans
-        saved["attention_mask"] = _bytes_to_gib(t.micro_batch_size * seq * seq)
-    details = {"micro_batch_tokens": tokens, "gradient_checkpointing": t.checkpointing}
+    if masked:
+        saved["attention_mask"] = _bytes_to_gib(mask_bytes)
+    details = {"micro_batch_tokens": tokens, "gradient_checkpointing": t.checkpointing,
+               "packed": t.packed, "token_budget": t.max_tokens_per_micro_batch}
     return saved, details
 
 
@@ -421,14 +440,17 @@ def _transient(t: TrainInputs) -> tuple[float, dict[str, Any]]:
     being recomputed, or (hf engine) the generation's KV cache and logits."""
     e, s = t.engine, t.engine.shape
     chunk = _bytes_to_gib(t.logprob_chunk_tokens * s.vocab * 4 * LOGIT_COPIES)
-    tokens = t.micro_batch_size * e.sequence_tokens
-    recompute = _bytes_to_gib(tokens * layer_bytes_per_token(s, e.dtype, masked=t.micro_batch_size > 1)
-                              ) if t.checkpointing else 0.0
+    tokens, masked, _ = micro_batch_tokens(t)
+    recompute = _bytes_to_gib(tokens * layer_bytes_per_token(s, e.dtype, masked=masked)) if t.checkpointing else 0.0
     generation = sum(_hf_generation(e)) if e.engine == "hf" else 0.0
-    details = {"logprob_chunk_gib": _r(chunk), "layer_recompute_gib": _r(recompute)}
+    # ZeRO-3 weight push (runtime/grpo/weightsync.py): one bucket gathered and its copy, at most
+    # max(bucket, largest parameter) each; below ZeRO-3 the parameters go out as views
+    largest = max(s.largest_module, 1) * DTYPE_BYTES[e.dtype]
+    sync = _bytes_to_gib(2 * max(WEIGHT_SYNC_BUCKET, largest)) if t.zero_stage == 3 else 0.0
+    details = {"logprob_chunk_gib": _r(chunk), "layer_recompute_gib": _r(recompute), "weight_sync_gib": _r(sync)}
     if e.engine == "hf":
         details["generation_gib"] = _r(generation)
-    return max(chunk, recompute, generation), details
+    return max(chunk, recompute, generation, sync), details
 
 
 # ------------------------------------------------------------------------------------------
@@ -462,6 +484,7 @@ def stage_train(spec: Spec, stage: Stage, ranks: int, spec_dir: Path | None) -> 
     alg, ds = stage.algorithm, spec.resources.deepspeed
     engine = _engine_inputs(spec, stage.rollout, res, shape, stage.max_response_tokens)
     return TrainInputs(engine=engine, micro_batch_size=alg.micro_batch_size, checkpointing=checkpointing_on(stage, res),
+                       max_tokens_per_micro_batch=alg.max_tokens_per_micro_batch, packed=alg.pack_sequences,
                        logprob_chunk_tokens=alg.logprob_chunk_tokens, reference_model=alg.kl.coef > 0,
                        zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer,
                        offload_params=ds.offload_params, ranks=ranks)
@@ -506,7 +529,12 @@ def remedies(inputs: TrainInputs | EngineInputs) -> list[str]:
     if isinstance(inputs, EngineInputs):
         return _engine_remedies(inputs, colocated=False)
     t, found = inputs, []
-    if t.micro_batch_size > 1:
+    seq = t.engine.sequence_tokens
+    if t.micro_batch_size > 1 and (t.max_tokens_per_micro_batch or 2 * seq) > seq:
+        # a budget of one full-length sequence bounds memory like one sequence per micro-batch, and
+        # still groups short responses (micro_batch_size stays the cap)
+        found.append((f"algorithm.max_tokens_per_micro_batch: {seq}",
+                      dataclasses.replace(t, max_tokens_per_micro_batch=seq)))
         found.append(("algorithm.micro_batch_size: 1", dataclasses.replace(t, micro_batch_size=1)))
     if not t.checkpointing:
         found.append(("algorithm.gradient_checkpointing: true", dataclasses.replace(t, checkpointing=True)))

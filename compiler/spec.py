@@ -512,7 +512,19 @@ class Algorithm(Model):
     mini_batch_size: Annotated[int, Field(ge=1)] | None = None
     """Prompts per optimiser step within a rollout batch; null = the whole batch (one step per update)."""
     micro_batch_size: Annotated[int, Field(ge=1)] = 4
-    """Sequences per forward/backward per rank (gradient accumulation covers the rest)."""
+    """Sequences per forward/backward per rank (gradient accumulation covers the rest); with a
+    token budget, the most sequences one micro-batch may hold."""
+    max_tokens_per_micro_batch: Annotated[int, Field(ge=16)] | None = None
+    """Token budget of one forward/backward per rank: a mini-batch's sequences, longest first, are
+    placed in micro-batches of at most this many tokens (padded width x sequences, or the sum of
+    lengths with `pack_sequences`), so one long response no longer sets the cost of every short one.
+    At least the stage's longest sequence (`rollout.max_prompt_tokens` + `max_response_tokens`, capped
+    by `model.max_context`); null = fixed counts of `micro_batch_size` sequences."""
+    pack_sequences: bool = False
+    """Padding-free micro-batches: a micro-batch's sequences are concatenated into one row whose
+    position ids restart at every sequence, and attention never crosses a sequence boundary (a
+    block-diagonal causal mask; varlen kernels with flash attention). Same loss and gradients as
+    padded micro-batches, no compute spent on padding."""
     gradient_checkpointing: bool | None = None
     """Recompute each decoder layer's activations in the backward pass instead of keeping them (memory
     for compute: needed at 8K-32K tokens); null = on when the train job runs on GPUs, off on CPU."""
@@ -701,6 +713,10 @@ class DeepSpeedSettings(Model):
     offload_optimizer: bool = False
     offload_params: bool = False
     """ZeRO-3 only."""
+    timeout_minutes: Annotated[int, Field(ge=1, le=10080)] = 180
+    """Process-group timeout: how long a rank waits inside a collective for the others. Rollout tails
+    are long (one 32K-token sample at ~70 tokens/s is ~8 minutes), so the default is hours, not
+    torch's 10 minutes; a rank past it fails the job with the collective named in the log."""
 
 
 class Throughput(Model):

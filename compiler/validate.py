@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import checks
+from . import checks, checks_train  # noqa: F401  (checks_train registers its rules on import)
 from .errors import (Foreign, Issue, Loc, Path, SpecError, dotted_path, foreign_hint, parse_dotted, show, snippet,
                      suggest, yaml_value)
 from .source import Located, deep_merge, load_spec_file

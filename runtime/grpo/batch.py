@@ -3,8 +3,9 @@
 What: `RolloutBatch` holds, per response (sequence), its prompt and response ids, the log-probs the
 engine sampled with, its advantage, raw reward, length, whether it counts in the loss and whether
 its group had equal rewards, plus the step's counters (groups, truncations, grader outcomes).
-`pack` turns a chunk of sequences into padded model inputs; `per_token` lays per-sequence values
-over the response positions.
+`micro_batches` splits a mini-batch into micro-batches (fixed counts, or a token budget);
+`pack` turns a micro-batch into padded model inputs, `pack_flat` into one padding-free row;
+`stack`, `response_mask` and `engine_logprobs` lay per-sequence values over the padded layout.
 
 Why: the batch crosses rollout, dynamic sampling, mini-batching and metrics; as a dict of parallel
 lists a typo was a KeyError at step 1 on a cluster. Sequences of one group are contiguous, so
@@ -59,6 +60,58 @@ class RolloutBatch:
             setattr(out, name, [getattr(self, name)[i] for i in keep])
         out.groups = len(keep) // group
         return out
+
+
+def sequence_tokens(batch: RolloutBatch, i: int) -> int:
+    return len(batch.prompt_ids[i]) + len(batch.response_ids[i])
+
+
+def micro_batches(batch: RolloutBatch, seqs: Sequence[int], *, max_seqs: int, max_tokens: int | None,
+                  packed: bool) -> list[list[int]]:
+    """This rank's micro-batches of the sequences `seqs` (indices into `batch`).
+
+    Without a token budget: consecutive runs of `max_seqs` sequences. With one: first-fit decreasing
+    over sequence lengths (prompt + response), each micro-batch holding at most `max_seqs` sequences
+    and at most `max_tokens` tokens, counted as padded width x sequences, or with `packed` as the sum
+    of lengths. A sequence longer than the budget gets a micro-batch of its own (`rlspec check`
+    refuses budgets below `model.max_context`, so that happens only for a prompt the check could not
+    see). Sequences keep their batch order inside a micro-batch."""
+    seqs = list(seqs)
+    if max_tokens is None:
+        return [seqs[i:i + max_seqs] for i in range(0, len(seqs), max_seqs)]
+    bins: list[list[int]] = []
+    cost: list[int] = []  # padded: the bin's width (its first, longest sequence); packed: the sum
+    for i in sorted(seqs, key=lambda j: (-sequence_tokens(batch, j), j)):
+        n = sequence_tokens(batch, i)
+        for b, members in enumerate(bins):
+            total = cost[b] + n if packed else cost[b] * (len(members) + 1)
+            if len(members) < max_seqs and total <= max_tokens:
+                members.append(i)
+                if packed:
+                    cost[b] += n
+                break
+        else:
+            bins.append([i])
+            cost.append(n)
+    return [sorted(b) for b in bins]
+
+
+def pack_flat(batch: RolloutBatch, chunk: Sequence[int], device) -> tuple[torch.Tensor, ...]:
+    """One padding-free row: the sequences of `chunk` concatenated, position ids restarting at 0 for
+    each, next-token targets and the response mask (positions that predict a response token; the last
+    position of a sequence would predict the next sequence's first token and is never marked)."""
+    ids: list[int] = []
+    pos: list[int] = []
+    marked: list[float] = []
+    for i in chunk:
+        s = batch.prompt_ids[i] + batch.response_ids[i]
+        p = len(batch.prompt_ids[i])
+        ids += s
+        pos += range(len(s))
+        marked += [0.0] * (p - 1) + [1.0] * (len(s) - p) + [0.0]
+    row = torch.tensor([ids], dtype=torch.long)
+    mask = torch.tensor([marked[:-1]])
+    return row.to(device), torch.tensor([pos]).to(device), row[:, 1:].to(device), mask.to(device)
 
 
 def pack(batch: RolloutBatch, chunk: Sequence[int], device) -> tuple[torch.Tensor, ...]:

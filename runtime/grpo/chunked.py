@@ -14,6 +14,13 @@ positions need no logits at all. The result equals the plain computation (tested
 How: `model` is an HF causal LM (or the DeepSpeed engine's module); its decoder is
 `model.get_decoder()` and its output layer `model.get_output_embeddings()`, so ZeRO-3 gathers each
 layer's weights through the same module hooks as a full forward.
+
+Packed inputs (`algorithm.pack_sequences`): `ids` is one row of concatenated sequences, `attn` is
+None and `position_ids` restart at 0 for every sequence. Transformers then builds a block-diagonal
+causal mask from the position ids (sdpa/eager; flash attention takes the same position ids as varlen
+boundaries), so no sequence attends to another. `out_mask` is the padded layout's response mask: the
+values picked in the packed row (in row order) are written to its marked positions (in row-major
+order), so callers get the padded (S, T-1) tensors whichever layout the forward used.
 """
 
 from __future__ import annotations
@@ -32,14 +39,24 @@ def _chunk(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: fl
     return picked, -(logp.exp() * logp).sum(dim=-1)
 
 
-def response_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                      temperature: float, chunk: int, *, n_chunks: int | None = None, entropy: bool = False,
-                      grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(log-probs, entropy or None), both (S, T-1) with zeros outside `mask` (S, T-1): position t
-    predicts `targets[:, t]`, the token at t + 1. `n_chunks` (at least the chunks needed) makes the
-    output layer run that many times, on empty chunks past the data: ZeRO-3 ranks must agree."""
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state[:, :-1]
+def response_logprobs(model, ids: torch.Tensor, attn: torch.Tensor | None, targets: torch.Tensor,
+                      mask: torch.Tensor, temperature: float, chunk: int, *, n_chunks: int | None = None,
+                      entropy: bool = False, grad: bool = True, position_ids: torch.Tensor | None = None,
+                      out_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log-probs, entropy or None), both shaped like `out_mask` (default `mask`, (S, T-1)) with zeros
+    outside it: position t predicts `targets[:, t]`, the token at t + 1. `n_chunks` (at least the
+    chunks needed) makes the output layer run that many times, on empty chunks past the data: ZeRO-3
+    ranks must agree. Packed inputs: `attn` None, `position_ids` per sequence, `out_mask` the padded
+    layout (it marks as many positions as `mask`)."""
+    # no KV cache: with one, transformers would skip the packed-sequence mask (and keep the cache)
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=position_ids,
+                                 use_cache=False).last_hidden_state[:, :-1]
     where = mask > 0
+    if out_mask is None:
+        out_mask = mask
+    elif int(where.sum()) != int((out_mask > 0).sum()):
+        raise ValueError(f"the packed mask marks {int(where.sum())} positions, the output mask "
+                         f"{int((out_mask > 0).sum())}")
     picked_h, picked_t = hidden[where], targets[where]
     lm_head = model.get_output_embeddings()
     parts_lp, parts_ent = [], []
@@ -55,11 +72,11 @@ def response_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, targets: tor
             lp, ent = _chunk(lm_head, h, t, temperature, entropy)
         parts_lp.append(lp)
         parts_ent.append(ent)
-    out_lp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
+    out_lp = torch.zeros(out_mask.shape, dtype=torch.float32, device=hidden.device)
     if not parts_lp:  # no response position: keep the graph (and any ZeRO-3 hooks) connected
         return out_lp + hidden.sum() * 0.0, (out_lp.clone() if entropy else None)
     out_ent = torch.zeros_like(out_lp) if entropy else None
-    index = where.nonzero(as_tuple=True)
+    index = (out_mask > 0).nonzero(as_tuple=True)
     out_lp = out_lp.index_put(index, torch.cat(parts_lp))
     if entropy:
         out_ent = out_ent.index_put(index, torch.cat(parts_ent))
@@ -75,7 +92,9 @@ class PolicyLogprobs(torch.nn.Module):
         super().__init__()
         self.policy = policy
 
-    def forward(self, ids, attn, targets, mask, temperature: float, chunk: int, n_chunks: int, entropy: bool):
+    def forward(self, ids, attn, targets, mask, temperature: float, chunk: int, n_chunks: int, entropy: bool,
+                position_ids=None, out_mask=None):
         lp, ent = response_logprobs(self.policy, ids, attn, targets, mask, temperature, chunk, n_chunks=n_chunks,
-                                    entropy=entropy, grad=torch.is_grad_enabled())
+                                    entropy=entropy, grad=torch.is_grad_enabled(), position_ids=position_ids,
+                                    out_mask=out_mask)
         return lp, (ent if ent is not None else torch.zeros_like(lp))

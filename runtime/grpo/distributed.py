@@ -54,7 +54,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init(use_gpu: bool) -> Dist:
+def init(use_gpu: bool, *, timeout_minutes: int) -> Dist:
     """Initialise torch.distributed through DeepSpeed (world of 1 when not launched)."""
     if not launched():
         os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
@@ -66,7 +66,9 @@ def init(use_gpu: bool) -> Dist:
         importlib.import_module("deepspeed.comm.torch")
         # `deepspeed.comm.torch` re-exports torch under that name, so patch through sys.modules.
         sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
-    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+    import datetime
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo",
+                               timeout=datetime.timedelta(minutes=timeout_minutes))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     device = f"cuda:{local}" if use_gpu else "cpu"
     if use_gpu:

@@ -9,7 +9,8 @@ Everything the stage does is decided by the job config (the spec's resolved stag
 - rewards: `rlspec.runtime.scoring.score` (math grader / code sandbox), overlong handling;
 - loss: `rlspec.runtime.grpo.algos` (group advantages, clipped token loss, KL, aggregation);
 - optimisation: DeepSpeed (`grpo.distributed`), torch AdamW, gradient accumulation over
-  micro-batches with the whole mini-batch's normaliser, so micro-batching never changes the maths;
+  micro-batches (fixed counts, or a token budget with optional padding-free packing: `grpo.batch`)
+  with the whole mini-batch's normaliser, so micro-batching never changes the maths;
 - state: `grpo.checkpoint` (atomic, resumable), `grpo.sampler`, `grpo.temperature`, `tracking`.
 """
 
@@ -28,9 +29,10 @@ from rlspec.compiler.jobs import TrainJob
 from rlspec.compiler.spec import Optimizer
 from rlspec.runtime.atomic import replace_dir_atomic, temp_path, write_json_atomic
 from rlspec.runtime.job import Job, fault_point, model_dir
+from rlspec.runtime.peakmem import PhasePeak
 
-from . import algos, checkpoint, distributed
-from .batch import RolloutBatch, engine_logprobs, pack, response_mask, stack
+from . import algos, checkpoint, distributed, weightsync
+from .batch import RolloutBatch, engine_logprobs, micro_batches, pack, pack_flat, response_mask, stack
 from .chunked import PolicyLogprobs, response_logprobs
 from .sampler import PromptSampler, steps_for
 from .temperature import TemperatureController
@@ -40,6 +42,36 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 class TrainError(Exception):
     """A stage that cannot go on; the message says why and what to change."""
+
+
+class Preempted(TrainError):
+    """SIGUSR1 or SIGTERM arrived (Slurm's `--signal` before the time limit, `scancel`, preemption):
+    the step in flight finished, a checkpoint was written, and the job exits non-zero so the
+    workflow's retry resumes from that checkpoint."""
+
+
+STOP_SIGNALS = ("SIGUSR1", "SIGTERM")
+
+
+class _StopSignals:
+    """Records the first stop signal instead of dying in the middle of a step."""
+
+    def __init__(self) -> None:
+        import signal
+        self.received: str | None = None
+        self._previous = {}
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+        self.received = self.received or signal.Signals(signum).name
+
+    def restore(self) -> None:
+        import signal
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def load_prompt_records(data_dirs: list[str]) -> list[dict[str, Any]]:
@@ -67,7 +99,7 @@ class Trainer:
         """The named steps, in order: the process group, the prompts, the engine (before our own
         seeding: vLLM re-seeds torch), the policy and reference, DeepSpeed, the tracker."""
         self.out.mkdir(parents=True, exist_ok=True)
-        self.dist = distributed.init(torch.cuda.is_available())
+        self.dist = distributed.init(torch.cuda.is_available(), timeout_minutes=self.cfg.deepspeed.timeout_minutes)
         self.source = str(model_dir(self.job))
         self._setup_prompts()
         self._setup_engine()
@@ -97,7 +129,8 @@ class Trainer:
                 self.prompt_ids.append(ids)
                 self.domains.append(domain)
         self.dropped_long = len(records) - len(self.records)
-        self.sampler = PromptSampler(len(self.records), cfg.seed, cfg.prompts_per_step)
+        self.sampler = PromptSampler(len(self.records), cfg.seed, cfg.prompts_per_step,
+                                     retire_solved=self.alg.filter_solved)
         self.total_steps = steps_for(cfg, len(self.records))
         self.temperature = TemperatureController(cfg.sampling.temperature)
         self.max_group = max(cfg.group_size.all())
@@ -132,21 +165,21 @@ class Trainer:
         return model
 
     def _setup_optimisation(self, model) -> None:
-        """Batch shape (prompts split over ranks, mini-batches, micro-batches) and DeepSpeed."""
+        """Batch shape (prompts split over ranks, mini-batches) and DeepSpeed. Micro-batches are
+        planned per mini-batch (`_micro_plan`), so DeepSpeed runs with one accumulation step in its
+        config and the trainer marks each mini-batch's last micro-batch as the boundary."""
         import deepspeed
         opt_cfg = self.alg.optimizer
         world = self.dist.world
         prompts = self.cfg.prompts_per_step
-        local_prompts = -(-prompts // world)
         self.n_mini = prompts // (self.alg.mini_batch_size or prompts)
-        local_seqs = -(-local_prompts * self.max_group // self.n_mini)
         self.micro = self.alg.micro_batch_size
-        self.grad_accum = max(1, -(-local_seqs // self.micro))
         optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg.lr, betas=tuple(opt_cfg.betas),
                                       eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
-        opt_steps = self.total_steps * self.alg.updates_per_batch * self.n_mini
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(opt_cfg, opt_steps))
-        ds_cfg = distributed.deepspeed_config(self.cfg, micro_batch=self.micro, grad_accum=self.grad_accum, world=world)
+        # the schedule's length follows total_steps, which `epochs` with filter_solved re-plans
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
+            opt_cfg, lambda: self.total_steps * self.alg.updates_per_batch * self.n_mini))
+        ds_cfg = distributed.deepspeed_config(self.cfg, micro_batch=self.micro, grad_accum=1, world=world)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=PolicyLogprobs(model), optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
         self.policy = self.ds.module.policy  # the HF model inside the engine (saved, synced, measured)
@@ -168,6 +201,7 @@ class Trainer:
         state = checkpoint.load(found, self.ds)
         self.step = state["step"]
         self.sampler.load(state["sampler"])
+        self._replan()
         self.temperature.load(state["temperature"])
         self.health = state["health"]
         self.tracker.truncate_after(self.step)
@@ -177,17 +211,38 @@ class Trainer:
     # ------------------------------------------------------------------------------- loop
 
     def train(self) -> None:
+        """The steps; a stop signal (SIGUSR1, SIGTERM) ends the loop at the next step boundary
+        with a checkpoint, on every rank at the same step (they agree through a collective)."""
         every = self.alg.checkpoint_every
-        while self.step < self.total_steps:
-            metrics = self.train_step()
-            self.step += 1
-            metrics["step"] = self.step
-            self.tracker.log(metrics)
-            if self.dist.main:
-                print(_progress(metrics, self.total_steps), flush=True)
-            self._check_health(metrics)
-            if self.step % every == 0 or self.step == self.total_steps:
-                self._save_checkpoint()
+        signals = _StopSignals()
+        try:
+            while self.step < self.total_steps:
+                metrics = self.train_step()
+                self.step += 1
+                self._replan()
+                metrics["step"] = self.step
+                self.tracker.log(metrics)
+                if self.dist.main:
+                    print(_progress(metrics, self.total_steps), flush=True)
+                self._check_health(metrics)
+                saved = self.step % every == 0 or self.step == self.total_steps
+                if saved:
+                    self._save_checkpoint()
+                if distributed.all_reduce_sum([1.0 if signals.received else 0.0])[0] > 0:
+                    if not saved:
+                        self._save_checkpoint()
+                    raise Preempted(f"stopped by {signals.received or 'a stop signal on another rank'} after step "
+                                    f"{self.step} of {self.total_steps}; checkpoint step-{self.step:06d} is written "
+                                    "and a rerun of this job (Snakemake's retry) resumes from it")
+        finally:
+            signals.restore()
+
+    def _replan(self) -> None:
+        """With `epochs` and `filter_solved`, later epochs hold only the prompts not yet retired, so
+        the stage's step count (and the learning-rate schedule's length) follows the sampler; a
+        stage set by `steps` keeps its count."""
+        if self.cfg.epochs is not None and self.alg.filter_solved:
+            self.total_steps = max(self.step, self.sampler.planned_steps(self.cfg.epochs))
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -197,7 +252,8 @@ class Trainer:
         batch, timing = self._collect(group, temp)
         fault_point(f"train:step:{self.step + 1}")  # tests: die in the middle of a step
         t_roll = time.perf_counter()
-        stats = self._optimise(batch, group, temp)
+        with PhasePeak() as peak:  # the training phase's own peak (the rollout's is reset away)
+            stats = self._optimise(batch, group, temp)
         train_tokens = stats.pop("_train_tokens")
         t_train = time.perf_counter()
         self._push_weights()
@@ -221,6 +277,8 @@ class Trainer:
             "train_tokens_per_s": train_tokens / max(t_train - t_roll, 1e-9),
             "time_generate_s": timing["gen_s"], "time_grade_s": timing["grade_s"], "time_train_s": t_train - t_roll,
             "time_step_s": time.perf_counter() - t0,
+            "train_peak_rss_gib": peak.host_gib, "train_peak_gpu_gib": peak.gpu_gib,
+            "peak_rss_gib": PhasePeak.process_peak_gib,
         }
 
     # ------------------------------------------------------------------------------- rollout
@@ -235,7 +293,7 @@ class Trainer:
         rounds = 1 + (dyn.max_rounds if dyn.enabled else 0)
         need = wanted
         for round_ in range(rounds):
-            global_idx = self.sampler.next_batch(need, retire_solved=self.alg.filter_solved)
+            global_idx = self.sampler.next_batch(need)
             start, end = _share(len(global_idx), self.dist.rank, self.dist.world)
             seed = _step_seed(self.cfg.seed, self.step, round_) + start * group
             part, solved = self._rollout(global_idx[start:end], group, temp, seed, timing)
@@ -307,43 +365,54 @@ class Trainer:
         model = self.ds  # the DeepSpeed engine's forward (ZeRO-3 gathers parameters through it)
         n_seq = len(batch)
         seq_groups = [list(range(g * group, (g + 1) * group)) for g in range(n_seq // group)] if n_seq else []
-        minis = _split(seq_groups, self.n_mini)
+        minis = [[i for g in mini for i in g] for mini in _split(seq_groups, self.n_mini)]
+        plan = self._micro_plan(batch, minis)
         # Old log-probs are the policy's before the batch's first optimiser step. Only with one
         # update over one mini-batch is that the policy of every micro-batch's forward, so the
         # ratio is exactly 1 and the forward's own (detached) log-probs serve.
         single_step = self.alg.updates_per_batch == 1 and self.n_mini == 1
-        old_lp = None if single_step else self._logprobs_no_grad(model, batch, temp)
-        ref_lp = self._logprobs_no_grad(self.ref_model, batch, temp) if self.ref_model is not None else None
+        old_lp = None if single_step else self._logprobs_no_grad(model, batch, temp, plan)
+        ref_lp = self._logprobs_no_grad(self.ref_model, batch, temp, plan) if self.ref_model is not None else None
         acc = {"entropy": [0.0, 0.0], "kl": [0.0, 0.0], "clip": [0.0, 0.0], "mad": [0.0, 0.0], "lkl": [0.0, 0.0],
-               "ratio_dev": 0.0, "loss": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+               "ratio_dev": 0.0, "loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "computed": 0.0}
         zero_sharded = self.cfg.deepspeed.zero_stage >= 2
         for update in range(self.alg.updates_per_batch):
-            for mini in minis:
-                seqs = [i for g in mini for i in g]
+            for seqs, chunks in zip(minis, plan):
                 norm = self._normaliser(batch, seqs)
-                chunks = [seqs[i:i + self.micro] for i in range(0, len(seqs), self.micro)]
-                chunks += [[]] * (self.grad_accum - len(chunks))
-                if len(chunks) > self.grad_accum:
-                    raise TrainError(f"{len(seqs)} sequences need {len(chunks)} micro-batches but DeepSpeed was set up "
-                                     f"for {self.grad_accum}; this is a bug in the batch arithmetic")
                 for k, chunk in enumerate(chunks):
+                    last = k == len(chunks) - 1
+                    self.ds.set_gradient_accumulation_boundary(last)
                     loss = self._micro_loss(model, batch, chunk, temp, norm, old_lp, ref_lp, acc,
                                             first_pass=update == 0)
                     if update == 0:
                         acc["loss"] += float(loss.detach())
-                    self.ds.backward(loss * self.grad_accum * self.dist.world)
-                    last = k == len(chunks) - 1
+                    # The loss carries the mini-batch's global normaliser; DeepSpeed averages
+                    # gradients over ranks, which the factor undoes (its accumulation steps are 1).
+                    self.ds.backward(loss * self.dist.world)
                     if last and not zero_sharded:  # full gradients sit on the parameters until the step
                         acc["grad_norm"] = self._grad_norm()
                     self.ds.step()
                     if last and zero_sharded:  # DeepSpeed computes the norm inside its step
                         acc["grad_norm"] = self._grad_norm()
         total = distributed.all_reduce_sum([acc[k][i] for k in ("entropy", "kl", "clip", "mad", "lkl") for i in (0, 1)]
-                                           + [acc["tokens"], acc["loss"]])
+                                           + [acc["tokens"], acc["loss"], acc["computed"]])
         ent, kl, clip, mad, lkl = [total[2 * i] / max(total[2 * i + 1], 1.0) for i in range(5)]
         return {"entropy": ent, "kl": kl, "clip_frac": clip, "logprob_mad": mad, "logprob_kl": lkl,
                 "grad_norm": acc["grad_norm"], "ratio_max_dev": acc["ratio_dev"], "_train_tokens": total[10],
-                "loss": total[11] / max(self.n_mini, 1)}
+                "loss": total[11] / max(self.n_mini, 1),
+                "micro_batches": sum(len(chunks) for chunks in plan),
+                "pad_fraction": 1.0 - total[10] / total[12] if total[12] else 0.0}
+
+    def _micro_plan(self, batch: RolloutBatch, minis: list[list[int]]) -> list[list[list[int]]]:
+        """Per mini-batch, this rank's micro-batches (`algorithm.micro_batch_size`,
+        `max_tokens_per_micro_batch`, `pack_sequences`), padded with empty ones to the largest count
+        of any rank: ZeRO 2/3 reduce and gather inside every forward/backward, so all ranks make the
+        same number; an empty micro-batch runs a dummy forward with zero loss."""
+        alg = self.alg
+        local = [micro_batches(batch, seqs, max_seqs=self.micro, max_tokens=alg.max_tokens_per_micro_batch,
+                               packed=alg.pack_sequences) for seqs in minis]
+        counts = distributed.all_gather_objects([len(m) for m in local])
+        return [m + [[]] * (max(max(c[j] for c in counts), 1) - len(m)) for j, m in enumerate(local)]
 
     def _grad_norm(self) -> float:
         """Global gradient norm before clipping. ZeRO 0/1 keep full gradients on the parameters;
@@ -359,19 +428,31 @@ class Trainer:
         tokens, counted = distributed.all_reduce_sum(list(local))
         return algos.Normaliser.of(tokens, counted, self.cfg.max_response_tokens)
 
-    def _forward(self, model, ids, attn, tgt, resp, temp, *, entropy: bool):
+    def _forward(self, model, ids, attn, tgt, resp, temp, *, entropy: bool, packed=None):
         """Response log-probs (and entropy) in chunks of `algorithm.logprob_chunk_tokens` positions,
-        through the DeepSpeed engine (`model` is `self.ds`) or a plain HF model (the reference).
+        through the DeepSpeed engine (`model` is `self.ds`) or a plain HF model (the reference),
+        shaped like the padded `resp` mask. `packed` = (row ids, position ids, targets, mask) of
+        the same sequences as one padding-free row: the forward runs on it instead.
         Under ZeRO-3 every output-layer call gathers its weights collectively, so all ranks make the
         same number of calls: the largest chunk count of any rank (empty chunks on the others)."""
         chunk = self.alg.logprob_chunk_tokens
         n_chunks = -(-int(resp.sum()) // chunk)
         if self.cfg.deepspeed.zero_stage == 3 and self.dist.world > 1:
             n_chunks = max(distributed.all_gather_objects(n_chunks))
+        position_ids = out_mask = None
+        if packed is not None:
+            ids, position_ids, tgt, flat_mask = packed
+            attn, out_mask, resp = None, resp, flat_mask
         if model is self.ds:
-            return model(ids, attn, tgt, resp, temp, chunk, n_chunks, entropy)
+            return model(ids, attn, tgt, resp, temp, chunk, n_chunks, entropy, position_ids, out_mask)
         return response_logprobs(model, ids, attn, tgt, resp, temp, chunk, n_chunks=n_chunks, entropy=entropy,
-                                 grad=torch.is_grad_enabled())
+                                 grad=torch.is_grad_enabled(), position_ids=position_ids, out_mask=out_mask)
+
+    def _inputs(self, batch: RolloutBatch, chunk: list[int]):
+        """(ids, attn, targets, response mask) in the padded layout, and the packed row when
+        `algorithm.pack_sequences` is on (else None)."""
+        padded = pack(batch, chunk, self.dist.device)
+        return padded, (pack_flat(batch, chunk, self.dist.device) if self.alg.pack_sequences else None)
 
     def _dummy_forward(self, model, temp):
         """A forward on one token pair with no response position: keeps every rank at the same
@@ -383,8 +464,8 @@ class Trainer:
     def _micro_loss(self, model, batch, chunk, temp, norm, old_lp, ref_lp, acc, *, first_pass: bool):
         if not chunk:
             return self._dummy_forward(model, temp).sum() * 0.0
-        ids, attn, tgt, mask = pack(batch, chunk, self.dist.device)
-        logp, ent_tok = self._forward(model, ids, attn, tgt, mask, temp,
+        (ids, attn, tgt, mask), packed = self._inputs(batch, chunk)
+        logp, ent_tok = self._forward(model, ids, attn, tgt, mask, temp, packed=packed,
                                       entropy=first_pass or self.alg.entropy_coef > 0)
         mask = mask * torch.tensor([float(batch.loss_mask[i]) for i in chunk], device=mask.device)[:, None]
         old = logp.detach() if old_lp is None else stack(old_lp, chunk, logp)
@@ -411,6 +492,7 @@ class Trainer:
             acc["lkl"][0] += float(((eng - logp.detach()) * resp).sum())  # KL(engine || trainer) estimate
             acc["lkl"][1] += float(resp.sum())
             acc["tokens"] += float(attn.sum())
+            acc["computed"] += float(attn.sum() if packed is not None else attn.numel())
         acc["clip"][0] += float((clipped & valid).sum())
         acc["clip"][1] += float(valid.sum())
         if valid.any():
@@ -418,22 +500,21 @@ class Trainer:
         return algos.aggregate(self.alg.loss_agg, loss, mask, norm)
 
     @torch.no_grad()
-    def _logprobs_no_grad(self, model, batch, temp) -> list[torch.Tensor]:
+    def _logprobs_no_grad(self, model, batch, temp, plan: list[list[list[int]]]) -> list[torch.Tensor]:
         """Per-sequence response log-probs of the batch under `model` (old policy or reference), in the
-        same micro-batches the optimisation uses, so every rank makes the same calls."""
-        out = []
-        n = len(batch)
-        for start in range(0, self.grad_accum * self.n_mini * self.micro, self.micro):
-            chunk = list(range(start, min(n, start + self.micro)))
-            if not chunk and not (self.cfg.deepspeed.zero_stage == 3 and self.dist.world > 1):
-                break
-            if not chunk:  # ZeRO-3: match the calls of ranks that still have sequences
-                self._dummy_forward(model, temp)
+        micro-batches the optimisation uses (`plan`), so every rank makes the same calls."""
+        out: list[torch.Tensor | None] = [None] * len(batch)
+        zero3_world = self.cfg.deepspeed.zero_stage == 3 and self.dist.world > 1
+        for chunk in (c for chunks in plan for c in chunks):
+            if not chunk:
+                if zero3_world:  # match the calls of ranks that still have sequences
+                    self._dummy_forward(model, temp)
                 continue
-            ids, attn, tgt, mask = pack(batch, chunk, self.dist.device)
-            lp, _ = self._forward(model, ids, attn, tgt, mask, temp, entropy=False)
-            out.extend(lp[j] for j in range(len(chunk)))
-        return out
+            (ids, attn, tgt, mask), packed = self._inputs(batch, chunk)
+            lp, _ = self._forward(model, ids, attn, tgt, mask, temp, entropy=False, packed=packed)
+            for row, i in enumerate(chunk):
+                out[i] = lp[row]
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------- sync, health, saving
 
@@ -446,7 +527,7 @@ class Trainer:
         return model.state_dict()
 
     def _push_weights(self) -> None:
-        self.engine.push_weights(self._full_state_dict())
+        weightsync.push_weights(self.policy, self.engine, zero3=self.cfg.deepspeed.zero_stage == 3)
 
     def _check_health(self, m: dict[str, Any]) -> None:
         h = self.alg.health
@@ -505,10 +586,12 @@ class Trainer:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _lr_lambda(opt: Optimizer, total: int):
+def _lr_lambda(opt: Optimizer, total_of):
+    """The schedule's factor at optimiser step `step`; `total_of()` gives the current total."""
     warm, kind = opt.warmup_steps, opt.schedule
 
     def factor(step: int) -> float:
+        total = total_of()
         if warm and step < warm:
             return (step + 1) / warm
         if kind == "constant" or total <= warm:

@@ -29,9 +29,13 @@ class Grade:
 
 
 def default_workers(workers: int | None) -> int:
-    """``workers`` if given, else every core this process may run on."""
+    """``workers`` if given, else this process's share of the cores it may run on: torchrun's
+    ranks on a node share one CPU set (``LOCAL_WORLD_SIZE`` of them), so each rank's grader pool
+    takes its part of it rather than all of it (8 ranks x all cores would oversubscribe the node
+    eightfold)."""
     if workers is not None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be at least 1")
         return workers
-    return len(os.sched_getaffinity(0))
+    sharing = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, len(os.sched_getaffinity(0)) // sharing)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -180,7 +180,10 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def push_weights(self, named_tensors) -> dict:
-        """Load new weights in place (HF parameter names); returns {"tensors", "seconds"}."""
+        """Load new weights in place (HF parameter names; a subset is fine, an unknown name is an
+        error). `named_tensors` is a state dict or any iterable of (name, tensor) pairs, consumed
+        once and lazily where the engine can (the trainer's ZeRO-3 sync gathers as it is read);
+        returns {"tensors", "seconds"}."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -193,7 +196,9 @@ class Engine(abc.ABC):
         self.close()
 
 
-def named_tensor_list(named_tensors) -> list[tuple[str, object]]:
-    """Accept a state dict or any iterable of (name, tensor) pairs; return a list of pairs."""
+def named_tensor_iter(named_tensors) -> Iterator[tuple[str, object]]:
+    """The same pairs, one at a time: a lazy iterable (ZeRO-3's bucketed gather) stays lazy, so
+    the caller never holds more than the bucket it is gathering."""
     items = named_tensors.items() if isinstance(named_tensors, Mapping) else named_tensors
-    return [(name, tensor.detach()) for name, tensor in items]
+    for name, tensor in items:
+        yield name, tensor.detach()

@@ -9,7 +9,11 @@ that the vLLM engine is checked against.
 How: rows (prompt x sample) are sorted by prompt length (less padding), left-padded so they all end
 at the same column, and generated `hf.batch_size` rows at a time. Sampling is done by our own
 logits processor, `_Sampler`: it applies `process_logits` (the same function the trainer's
-recomputation uses), draws with a private `torch.Generator`, records the processed log-prob, and
+recomputation uses), draws each row's token with that row's own `torch.Generator` (seeded like
+vLLM's: prompt i of a seeded call gets `seed + i * n`, its sample j `seed + i * n + j`), so a
+sample does not depend on which other rows share its batch, how the call was ordered, or how a
+train step's prompts were split over ranks (up to float noise: padding changes the logits at the
+1e-7 level, which moves a draw only when it lands that close to a boundary), records the processed log-prob, and
 hands `generate` a score row that is -inf everywhere but the drawn token, so `generate`'s greedy
 step picks exactly that token. This gives processed log-probs without storing per-step scores
 (memory O(rows x vocab), not O(rows x vocab x steps)) and keeps sampling off the global RNG.
@@ -24,7 +28,7 @@ import torch
 
 from rlspec.compiler.jobs import EngineSettings
 
-from .base import Engine, RawSample, SamplingParams, named_tensor_list
+from .base import Engine, RawSample, SamplingParams, named_tensor_iter
 from .logprobs import process_logits
 
 # "auto": the dtype saved in the model's config, as vLLM reads it
@@ -34,9 +38,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class _Sampler:
     """Logits processor: draw each row's next token ourselves and force `generate` to take it."""
 
-    def __init__(self, sampling: SamplingParams, generator: torch.Generator):
+    def __init__(self, sampling: SamplingParams, generators: list[torch.Generator]):
         self.sampling = sampling
-        self.generator = generator
+        self.generators = generators  # one per row: a row's draws never depend on the others
         self.logprobs: list[torch.Tensor] = []  # one (rows,) tensor per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,8 @@ class _Sampler:
         if s.greedy:
             token = logp.argmax(dim=-1)
         else:
-            token = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(-1)
+            probs = logp.exp()
+            token = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
         self.logprobs.append(logp.gather(-1, token[:, None]).squeeze(-1))
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(-1, token[:, None], 0.0)
@@ -112,27 +117,30 @@ class HfEngine(Engine):
         return next(self.model.parameters()).device
 
     def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
-        generator = self.generator
-        if sampling.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        # an unseeded call takes its base seed from the engine's own stream
+        seed = sampling.seed if sampling.seed is not None else int(
+            torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
         rows = [p for p in prompt_ids for _ in range(sampling.n)]
+        row_seeds = [seed + r for r in range(len(rows))]  # row r = prompt r // n, sample r % n
         # longest first, so each batch pads to similar lengths; `order` maps results back
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         results: list[RawSample | None] = [None] * len(rows)
         size = self.settings.hf.batch_size
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            for i, sample in zip(batch, self._generate_batch([rows[i] for i in batch], sampling, generator)):
+            generators = [torch.Generator(device=self.device).manual_seed(row_seeds[i]) for i in batch]
+            for i, sample in zip(batch, self._generate_batch([rows[i] for i in batch], sampling, generators)):
                 results[i] = sample
         n = sampling.n
         return [results[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
     @torch.inference_mode()
-    def _generate_batch(self, rows: list[list[int]], sampling: SamplingParams, generator) -> list[RawSample]:
+    def _generate_batch(self, rows: list[list[int]], sampling: SamplingParams,
+                        generators: list[torch.Generator]) -> list[RawSample]:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         input_ids, mask = self._left_pad(rows)
-        sampler = _Sampler(sampling, generator)
+        sampler = _Sampler(sampling, generators)
         tracker = _StopTracker(len(rows), input_ids.shape[1], self.stop_ids(sampling), sampling.stop,
                                self.tokenizer)
         config = GenerationConfig(
@@ -161,13 +169,18 @@ class HfEngine(Engine):
         return RawSample(tokens[:length].tolist(), logprobs[:length].tolist(), "stop" if stopped_at >= 0 else "length")
 
     def push_weights(self, named_tensors) -> dict:
-        """Copy new weights into the engine's model (a subset is fine; unknown names are an error)."""
+        """Copy new weights into the engine's model, one tensor at a time as they arrive (a subset
+        is fine; unknown names are an error)."""
         start = time.perf_counter()
-        items = named_tensor_list(named_tensors)
-        result = self.model.load_state_dict(dict(items), strict=False)
-        if result.unexpected_keys:
-            raise KeyError(f"push_weights: names the model does not have: {result.unexpected_keys[:5]}")
-        return {"tensors": len(items), "seconds": time.perf_counter() - start}
+        own = self.model.state_dict()  # views of the model's storage (tied weights share one)
+        count = 0
+        with torch.no_grad():
+            for name, tensor in named_tensor_iter(named_tensors):
+                if name not in own:
+                    raise KeyError(f"push_weights: a name the model does not have: {name!r}")
+                own[name].copy_(tensor)
+                count += 1
+        return {"tensors": count, "seconds": time.perf_counter() - start}
 
     def close(self) -> None:
         self.model = None

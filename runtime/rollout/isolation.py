@@ -26,8 +26,9 @@ import torch
 
 
 def _capture_rng() -> tuple:
-    # on a GPU machine this initialises CUDA early, which every engine there does anyway
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    # CUDA: the rank's own device only (the trainer has called `torch.cuda.set_device`): capturing
+    # every device would create a context on each GPU from each rank (issue 13)
+    cuda = torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None
     return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
 
 
@@ -37,7 +38,7 @@ def _restore_rng(state: tuple) -> None:
     np.random.set_state(npy)
     torch.set_rng_state(cpu)
     if cuda is not None:
-        torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state(cuda, torch.cuda.current_device())
 
 
 class RngStream:
@@ -51,7 +52,9 @@ class RngStream:
         saved = _capture_rng()
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)  # also seeds every CUDA device
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed(seed)  # the current device only, as captured
         self._state = _capture_rng()
         self._caller: list[tuple] = []  # a stack, so nested use is harmless
         _restore_rng(saved)

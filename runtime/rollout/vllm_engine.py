@@ -28,7 +28,7 @@ import time
 
 from rlspec.compiler.jobs import EngineSettings
 
-from .base import Engine, RawSample, SamplingParams, named_tensor_list
+from .base import Engine, RawSample, SamplingParams, named_tensor_iter
 from .isolation import RngStream, preserved_process_state
 
 IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -103,14 +103,19 @@ class VllmEngine(Engine):
     def push_weights(self, named_tensors) -> dict:
         """Load new weights (HF names) into the running engine, then drop the now-stale prefix cache."""
         start = time.perf_counter()
-        items = named_tensor_list(named_tensors)
+        count = [0]
+
+        def counted():  # in-process: vLLM reads the pairs lazily, in one reload
+            for pair in named_tensor_iter(named_tensors):
+                count[0] += 1
+                yield pair
         with self.rng:
             if self.in_process:
-                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items})
-            else:
-                self.llm.collective_rpc("load_safetensors_blob", args=(_to_blob(items),))
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": counted()})
+            else:  # another process: the pairs travel as one safetensors blob
+                self.llm.collective_rpc("load_safetensors_blob", args=(_to_blob(list(counted())),))
             self.llm.reset_prefix_cache()
-        return {"tensors": len(items), "seconds": time.perf_counter() - start}
+        return {"tensors": count[0], "seconds": time.perf_counter() - start}
 
     def close(self) -> None:
         llm, self.llm = self.llm, None

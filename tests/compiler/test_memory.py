@@ -37,6 +37,7 @@ def engine(**kw) -> memory.EngineInputs:
 
 def train(**kw) -> memory.TrainInputs:
     base = dict(engine=engine(), micro_batch_size=2, checkpointing=False, logprob_chunk_tokens=1024,
+                max_tokens_per_micro_batch=None, packed=False,
                 reference_model=False, zero_stage=0, offload_optimizer=False, offload_params=False, ranks=8)
     return memory.TrainInputs(**{**base, **kw})
 
@@ -244,6 +245,32 @@ def test_remedies_say_what_each_change_gives():
     # a change that is not enough says so
     big = train(zero_stage=0, micro_batch_size=4, checkpointing=True, engine=engine(gpu_memory_utilization=0.9))
     assert any(line.endswith("(still too much)") for line in memory.remedies(big))
+
+
+def test_a_token_budget_bounds_the_largest_micro_batch():
+    """`max_tokens_per_micro_batch` of one full-length sequence: activations as with one sequence per
+    micro-batch, though 8 short ones may share it; the padded mask is at most budget x seq bytes."""
+    seq = engine().sequence_tokens
+    eight = train(micro_batch_size=8)
+    budget = train(micro_batch_size=8, max_tokens_per_micro_batch=seq)
+    one = train(micro_batch_size=1)
+    act = {k: memory.train_estimate(t).details["micro_batch_tokens"] for k, t in
+           (("eight", eight), ("budget", budget), ("one", one))}
+    assert act == {"eight": 8 * seq, "budget": seq, "one": seq}
+    assert gib(memory.train_estimate(budget).parts, "attention_mask") == seq * seq
+    assert "attention_mask" not in memory.train_estimate(one).parts
+    # a budget above the fixed count's tokens changes nothing
+    assert memory.micro_batch_tokens(train(micro_batch_size=2, max_tokens_per_micro_batch=10 * seq))[0] == 2 * seq
+    lines = memory.remedies(eight)
+    assert any(line.startswith(f"algorithm.max_tokens_per_micro_batch: {seq} -> ") for line in lines)
+
+
+def test_packing_counts_its_block_diagonal_mask():
+    seq = engine().sequence_tokens
+    packed = train(micro_batch_size=8, max_tokens_per_micro_batch=2 * seq, packed=True)
+    tokens, masked, mask_bytes = memory.micro_batch_tokens(packed)
+    assert (tokens, masked, mask_bytes) == (2 * seq, True, (2 * seq) ** 2)
+    assert gib(memory.train_estimate(packed).parts, "attention_mask") == (2 * seq) ** 2
 
 
 # ------------------------------------------------------------------------------------------ check and plan

@@ -124,6 +124,7 @@ def estimated_bytes(shape: dict, chunk: int, checkpointing: bool) -> tuple[int, 
                                  tensor_parallel_size=1, kv_cache_memory_bytes=None, max_num_seqs=1, hf_batch_size=1,
                                  max_context=PROMPT + RESPONSE, sequence_tokens=PROMPT + RESPONSE)
     t = memory.TrainInputs(engine=engine, micro_batch_size=MICRO_BATCH, checkpointing=checkpointing,
+                           max_tokens_per_micro_batch=None, packed=False,
                            logprob_chunk_tokens=chunk, reference_model=False, zero_stage=0, offload_optimizer=False,
                            offload_params=False, ranks=1)
     parts = memory.train_estimate(t).parts

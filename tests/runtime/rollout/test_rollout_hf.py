@@ -72,3 +72,20 @@ def test_sampling_has_no_hidden_defaults():
     """Every call says its own top_p / top_k (the job's values): SamplingParams defaults none of them."""
     with pytest.raises(TypeError):
         SamplingParams(n=2, temperature=0.6, max_tokens=9)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_seeded_samples_do_not_depend_on_the_split_or_the_batch(tiny_model_dir, prompts, batch_size):
+    """The trainer gives rank k the seed `step_seed + start_k * n` for its share of the step's
+    prompts: one call over all prompts and two calls over the halves (as 1 and 2 ranks make) give
+    the same samples, whatever rows share a batch. Before, one generator served the whole call,
+    so the split changed every sample (issue 16)."""
+    engine = build_engine(tiny_model_dir, "hf", hf={"batch_size": batch_size})
+    params = dict(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=12)
+    whole = engine.generate(prompts, SamplingParams(**params, seed=1000))
+    half = len(prompts) // 2
+    first = engine.generate(prompts[:half], SamplingParams(**params, seed=1000))
+    second = engine.generate(prompts[half:], SamplingParams(**params, seed=1000 + half * 3))
+    ids = [[s.token_ids for s in g] for g in whole]
+    assert ids == [[s.token_ids for s in g] for g in list(first) + list(second)]
+    assert len({tuple(t) for g in ids for t in g}) > len(prompts)  # real sampling, not one repeated answer

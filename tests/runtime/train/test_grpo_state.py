@@ -71,13 +71,63 @@ def test_sampler_state_round_trip():
 
 
 def test_filter_solved_retires_prompts_solved_every_time():
-    s = PromptSampler(6, seed=0, prompts_per_step=6)
-    batch = s.next_batch(retire_solved=True)
+    s = PromptSampler(6, seed=0, prompts_per_step=6, retire_solved=True)
+    batch = s.next_batch()
     for i in batch:
         s.record(i, all_solved=i < 2)
-    nxt = s.next_batch(4, retire_solved=True)
+    nxt = s.next_batch(4)
     assert s.epoch == 1 and not {0, 1} & set(nxt)
     assert s.retired == {0, 1}
+
+
+def test_a_prompt_solved_in_a_batch_across_the_epoch_boundary_is_retired():
+    """6 prompts, 4 per step: step 2 takes epoch 0's last 2 and epoch 1's first 2, so the last two
+    prompts of epoch 0 are graded after epoch 1 began. Before, they were counted in epoch 1 and
+    never retired (issue 16)."""
+    s = PromptSampler(6, seed=1, prompts_per_step=4, retire_solved=True)
+    first = s.next_batch()
+    for i in first:
+        s.record(i, all_solved=False)
+    second = s.next_batch()
+    assert s.epoch == 1
+    late = second[:2]  # epoch 0's tail
+    for i in second:
+        s.record(i, all_solved=i in late)
+    assert s.retired == set(late)
+    rest = [s.next_batch(1)[0] for _ in range(4)]  # the rest of epoch 1 and into epoch 2
+    assert not set(late) & set(rest[:2]), "a retired prompt was drawn again in epoch 1"
+    assert not set(late) & set(s.next_batch(4)), "a retired prompt was drawn again in epoch 2"
+
+
+def test_epochs_with_filter_solved_plan_fewer_steps():
+    """`epochs: 2` over 10 prompts, 4 per step: 6 steps; when 4 prompts are solved every time in
+    epoch 0, epoch 1 has 6 prompts (2 steps), so the stage takes 5 steps, not 6 that would run
+    into a third epoch (issue 16)."""
+    s = PromptSampler(10, seed=2, prompts_per_step=4, retire_solved=True)
+    assert s.planned_steps(2) == steps_for(SimpleNamespace(steps=None, epochs=2, prompts_per_step=4), 10) == 6
+    drawn = [s.next_batch() for _ in range(2)]  # 8 of epoch 0
+    solved = set(drawn[0])
+    for batch in drawn:
+        for i in batch:
+            s.record(i, all_solved=i in solved)
+    third = s.next_batch()  # epoch 0's last 2, then epoch 1 (the 4 solved ones are retired)
+    assert s.epoch == 1 and not solved & set(third[2:])
+    for i in third:
+        s.record(i, all_solved=False)
+    assert s.planned_steps(2) == 3 + 2
+    without = PromptSampler(10, seed=2, prompts_per_step=4)
+    assert without.planned_steps(2) == 6
+
+
+def test_sampler_state_round_trip_keeps_late_retirements():
+    a = PromptSampler(6, seed=1, prompts_per_step=4, retire_solved=True)
+    a.next_batch()
+    second = a.next_batch()
+    for i in second:
+        a.record(i, all_solved=True)
+    b = PromptSampler(6, seed=1, prompts_per_step=4, retire_solved=True)
+    b.load(a.state())
+    assert [a.next_batch(1) for _ in range(3)] == [b.next_batch(1) for _ in range(3)]
 
 
 def test_steps_for_epochs():

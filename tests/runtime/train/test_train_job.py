@@ -6,12 +6,14 @@ Each test compiles a small spec, runs the real curate job, then `python -m rlspe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compile_and_curate, job_dir, metrics, run_train, spec_text
+from conftest import ENV, compile_and_curate, job_dir, metrics, run_train, spec_text
 
 pytestmark = pytest.mark.slow
 
@@ -93,13 +95,15 @@ def test_killed_run_resumes_bit_identical(tmp_path, tiny_model_dir, engine):
         assert [r["reward_mean"] for r in got] == [r["reward_mean"] for r in ref_metrics]
 
 
-def test_two_deepspeed_ranks_match_one(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("engine", ["vllm", "hf"])
+def test_two_deepspeed_ranks_match_one(tmp_path, tiny_model_dir, engine):
     """Same global batch on 2 gloo ranks (the job relaunches itself under torchrun) as on 1: the same
-    prompts and samples (per-prompt seeds), so the same rewards and, within float tolerance, the same
-    loss curve and weights."""
+    prompts and samples (per-prompt seeds, with either engine: the transformers engine's samples
+    depended on the split before, issue 16), so the same rewards and, within float tolerance, the
+    same loss curve and weights."""
     runs = {}
     for ranks in (1, 2):
-        build, job = compile_and_curate(tmp_path / f"r{ranks}", spec_text(tiny_model_dir, engine="vllm", steps=3,
+        build, job = compile_and_curate(tmp_path / f"r{ranks}", spec_text(tiny_model_dir, engine=engine, steps=3,
                                                                           ranks=ranks, every=10))
         out = run_train(build, job, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -172,7 +176,6 @@ def test_zero3_on_two_ranks_matches_one_rank(tmp_path, tiny_model_dir):
     sequences runs dummy forwards). Stands in for NCCL ranks on GPUs; ends with 1 rank's weights."""
     runs = {}
     for ranks, zero in ((1, 2), (2, 3)):
-        # vLLM: its samples do not depend on the rank split (the transformers engine's do, issue 16)
         text = spec_text(tiny_model_dir, engine="vllm", steps=2, ranks=ranks, every=10,
                          extra_algorithm="logprob_chunk_tokens: 8\nmini_batch_size: 2")
         text = text.replace("resources:\n", f"resources:\n  deepspeed: {{zero_stage: {zero}}}\n")
@@ -197,3 +200,75 @@ def test_one_update_over_several_mini_batches_is_off_policy_after_the_first(tmp_
     out = run_train(build, job)
     assert out.returncode == 0, out.stderr[-3000:]
     assert all(r["ratio_max_dev"] > 0 for r in metrics(build, job))
+
+
+def test_token_budget_and_packed_micro_batches_train_like_fixed_ones(tmp_path, tiny_model_dir):
+    """Micro-batch shape never changes the maths (issue 14): fixed micro-batches of 2 sequences, a
+    token budget of padded micro-batches, and on 2 gloo ranks with ZeRO-3 a budget of packed
+    (padding-free) micro-batches, whose ranks plan different micro-batch counts and pad to the
+    largest with dummy forwards, all end with the same weights. vLLM samples independently of the
+    rank split, so every run trains on the same responses."""
+    configs = {
+        "fixed": (1, "micro_batch_size: 2", ""),
+        "budget": (1, "micro_batch_size: 16\nmax_tokens_per_micro_batch: 256", ""),
+        "packed": (2, "micro_batch_size: 16\nmax_tokens_per_micro_batch: 256\npack_sequences: true",
+                   "  deepspeed: {zero_stage: 3}\n"),
+    }
+    runs = {}
+    for name, (ranks, alg, ds) in configs.items():
+        text = spec_text(tiny_model_dir, engine="vllm", steps=2, ranks=ranks, every=10, extra_algorithm=alg)
+        text = text.replace("  micro_batch_size: 4\n", "", 1).replace("resources:\n", "resources:\n" + ds)
+        build, job = compile_and_curate(tmp_path / name, text)
+        out = run_train(build, job, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[name] = (metrics(build, job), weights(job_dir(build, job) / "model"))
+    m_fixed, w_fixed = runs["fixed"]
+    for name in ("budget", "packed"):
+        m, w = runs[name]
+        assert [r["reward_mean"] for r in m] == [r["reward_mean"] for r in m_fixed]
+        assert [r["loss"] for r in m] == pytest.approx([r["loss"] for r in m_fixed], rel=1e-5, abs=1e-7)
+        assert [r["grad_norm"] for r in m] == pytest.approx([r["grad_norm"] for r in m_fixed], rel=1e-5)
+        for key in w_fixed:
+            assert torch.allclose(w[key], w_fixed[key], atol=1e-5), (name, key)
+    # the plans really differed: 16 sequences in pairs; 4-5 sequences of ~45 tokens under a 256-token
+    # padded budget; packed on 2 ranks (8 sequences each), no padding at all
+    budget, packed = runs["budget"][0], runs["packed"][0]
+    assert [r["micro_batches"] for r in m_fixed] == [8, 8]
+    assert all(2 < r["micro_batches"] < 8 and r["pad_fraction"] > 0.0 for r in budget)
+    assert all(r["micro_batches"] <= b["micro_batches"] and r["pad_fraction"] == 0.0 for r, b in zip(packed, budget))
+
+
+@pytest.mark.timeout(1800)  # five short train runs; on a busy machine more than the suite's 600 s
+def test_a_stop_signal_checkpoints_at_the_step_boundary_and_the_rerun_resumes(tmp_path, tiny_model_dir):
+    """Slurm sends `--signal` (here SIGUSR1) before the time limit, and SIGTERM on `scancel` or
+    preemption: the step in flight finishes, a checkpoint of it is written (checkpoint_every is 10,
+    so none would exist otherwise), the job exits 1 without done.json, and the rerun resumes from
+    that step and ends with the uninterrupted run's weights (issue 13). The signal is sent to the
+    job's process as Slurm's step daemon would."""
+    import signal
+    import time
+    text = spec_text(tiny_model_dir, engine="hf", steps=3, every=10)
+    ref_build, ref_job = compile_and_curate(tmp_path / "ref", text)
+    assert run_train(ref_build, ref_job).returncode == 0
+    reference = (job_dir(ref_build, ref_job) / "model" / "model.safetensors").read_bytes()
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        build, job = compile_and_curate(tmp_path / sig.name, text)
+        folder = job_dir(build, job)
+        proc = subprocess.Popen([sys.executable, "-m", "rlspec.runtime.train", "--job", str(job.relative_to(build)),
+                                 "--context", "context.json"], cwd=build, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 600
+        log = folder / "metrics.jsonl"
+        while not (log.exists() and log.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(sig)  # during step 2 at the latest: step 1 is logged, the job goes on
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 1, err[-3000:]
+        assert f"stopped by {sig.name} after step" in err and "Traceback" not in err
+        stopped_at = int(err.split("after step ")[1].split()[0])
+        assert stopped_at < 3 and not (folder / "done.json").exists()
+        assert (folder / "checkpoints" / f"step-{stopped_at:06d}").is_dir()
+        resumed = run_train(build, job)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resumed from step-{stopped_at:06d}" in resumed.stdout
+        assert (folder / "model" / "model.safetensors").read_bytes() == reference, sig.name
