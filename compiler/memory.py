@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import uris
 from .spec import JobResources, ModelSpec, Spec, Stage
 
 GIB = 1 << 30
@@ -151,7 +152,12 @@ def model_shape(model: ModelSpec, spec_dir: Path | None) -> Shape | NotEstimated
 def named_shape(name: str, spec_dir: Path | None) -> Shape | NotEstimated:
     """A hub id (`hf://org/name` or `org/name`) from KNOWN_MODELS, or a local folder's config.json
     (relative to `spec_dir`, the spec's folder; None when the caller does not know it)."""
-    hub = name[len("hf://"):] if name.startswith("hf://") else name
+    hub = name
+    if uris.is_hf(name):  # `hf://ORG/NAME[@REV]` -> ORG/NAME
+        try:
+            hub = uris.parse_model(name).name
+        except uris.UriError as exc:  # `rlspec check` reports it at model.path
+            return NotEstimated(str(exc))
     folder = Path(name).expanduser()
     if not name.startswith("hf://") and not folder.is_absolute() and spec_dir is not None:
         folder = spec_dir / folder

@@ -59,7 +59,7 @@ def read_sources(job: Job, ctx: Context) -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     for i, source in enumerate(job.config.sources):
         try:
-            rows = ctx.read(source, ctx.domain)
+            rows = ctx.read(source, ctx.domain, place=f"datasets.{ctx.dataset}.sources[{i}]")
         except SourceError as exc:
             raise CurateError(f"dataset {ctx.dataset!r}, source {i + 1}: {exc}") from None
         for r in rows:

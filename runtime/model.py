@@ -6,7 +6,8 @@ Every later job loads its model from an input folder `<inputs[role]>/model` (wei
 tokenizer), never from a name, so all of them read the same bytes and compute nodes need no
 network. This job makes that folder, one of three ways (`config.build.kind`):
 
-- `fetch` of a hub model: downloaded once at its pinned `revision` (through the Hugging Face cache,
+- `fetch` of a hub model (`hf://ORG/NAME[@REV]` or `ORG/NAME`, parsed by `rlspec.compiler.uris`):
+  downloaded once at its pinned `revision` (through the Hugging Face cache,
   which honours HF_HUB_OFFLINE and HF_HUB_CACHE), then hard-linked (or copied) into `model/`;
   `done.json` records the commit the revision resolved to;
 - `fetch` of a local folder: `model/` links to its files (relative paths are relative to the spec's
@@ -35,6 +36,7 @@ from typing import Any
 
 from rlspec.compiler.hashing import folder_fingerprint
 from rlspec.compiler.jobs import FetchBuild, ModelName, ScratchBuild
+from rlspec.compiler.uris import UriError, hub_model
 from rlspec.runtime.atomic import replace_dir_atomic, temp_path, write_json_atomic
 from rlspec.runtime.job import Job, JobError, load_job, parse_args, spec_dir
 
@@ -94,9 +96,13 @@ def locate(ref: ModelName, root: Path | None) -> tuple[Path, str]:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     try:
-        path = Path(snapshot_download(repo_id=ref.name, revision=ref.revision))
+        repo, revision = hub_model(ref.name, ref.revision)  # `hf://ORG/NAME@REV` or `ORG/NAME`
+    except UriError as exc:
+        raise ModelJobError(str(exc)) from None
+    try:
+        path = Path(snapshot_download(repo_id=repo, revision=revision))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelJobError(f"cannot fetch hub model {ref.name!r} at revision {ref.revision or 'main'} "
+        raise ModelJobError(f"cannot fetch hub model {repo!r} at revision {revision or 'main'} "
                             f"({type(exc).__name__}: {exc}); on a machine without network, put it in the "
                             "Hugging Face cache first (HF_HUB_CACHE) or name a local folder") from None
     return path, path.name  # a snapshot folder is named by its commit
@@ -164,12 +170,13 @@ def warmup_examples(build: ScratchBuild, root: Path | None) -> list[dict[str, An
     from rlspec.runtime.tinymodel import ChatTemplate
     chat = ChatTemplate()
     out = []
-    for source in build.warmup.sources:
+    for i, source in enumerate(build.warmup.sources):
         if source.uri.startswith("builtin://"):
             rows = generate(source.uri)
         else:
             from rlspec.runtime.data.sources import read_source
-            rows = read_source(source, "math", spec_dir=root)  # validates the source and mapping
+            rows = read_source(source, "math", spec_dir=root,  # validates the source and mapping
+                               place=f"model.from_scratch.warmup.sources[{i}]")
         for row in rows:
             if not row.get("response"):
                 raise ModelJobError(f"warm-up source {source.uri}: records need a `response` (a worked answer); "

@@ -33,9 +33,12 @@ class Context:
     spec_dir: Path | None = None
     _tokenizer: Any = None
 
-    def read(self, source: DataSource, domain: str, prompts_only: bool = False) -> list[dict[str, Any]]:
+    def read(self, source: DataSource, domain: str, prompts_only: bool = False,
+             place: str | None = None) -> list[dict[str, Any]]:
+        """`place`: the source's spec path (datasets.NAME.sources[i]), named in mapping errors."""
         from .sources import read_source
-        return read_source(source, domain, spec_dir=self.spec_dir, seed=self.seed, prompts_only=prompts_only)
+        return read_source(source, domain, spec_dir=self.spec_dir, seed=self.seed, prompts_only=prompts_only,
+                           place=place)
 
     def model_dir(self, role: str) -> Path:
         """The model folder of input `role` (weights and tokenizer; see `rlspec.compiler.jobs`)."""

@@ -134,12 +134,17 @@ def test_missing_local_file_names_dataset_and_source(tmp_path):
     assert error_of(build, job).startswith("error: dataset 'math', source 2: extra.jsonl: file not found")
 
 
-def test_unknown_column_in_field_mapping_names_dataset_and_source(tmp_path):
-    build = make_build(tmp_path, extra=[{"question": "What is 1 + 1?", "value": "2"}], filters="      - kind: proof\n")
-    [job] = job_files(build, "curate")
-    message = error_of(build, job)
-    assert message.startswith("error: dataset 'math', source 2: extra.jsonl: the field mapping names columns the "
-                              "source does not have (fields.prompt: 'problem'); its columns are ['question', 'value']")
+def test_unknown_column_in_field_mapping_is_refused_at_its_spec_line(tmp_path):
+    """A local source's mapping is checked against the file at `rlspec compile` (check) time, at the
+    `fields` line, with the columns the file has (issue 18); the curate-time message for sources
+    check cannot read (hub datasets) is tested in test_formats.py."""
+    with pytest.raises(AssertionError) as failed:
+        make_build(tmp_path, extra=[{"question": "What is 1 + 1?", "value": "2"}], filters="      - kind: proof\n")
+    message = str(failed.value)
+    line = next(i + 1 for i, t in enumerate((tmp_path / "spec" / "mini.yaml").read_text().splitlines())
+                if "problem" in t)
+    assert f"mini.yaml:{line}:" in message and "datasets.math.sources[1].fields.prompt" in message
+    assert "extra.jsonl has no 'problem'" in message and "['question', 'value']" in message
 
 
 def test_empty_after_filtering_names_dataset_and_filter_and_keeps_the_funnel(tmp_path):
