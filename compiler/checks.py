@@ -17,7 +17,7 @@ from . import budget, memory
 from .builtin_params import BuiltinError, parse_uri
 
 from .errors import Issue, Path, dotted_path
-from .spec import (FILTER_DOMAINS, DecontaminateFilter, EntropyTargetTemperature,
+from .spec import (BUILTIN_DOMAINS, FILTER_DOMAINS, DecontaminateFilter, EntropyTargetTemperature,
                    PassRateFilter, Source, Spec, Stage)
 
 Rule = Callable[[Spec], Iterator[Issue]]
@@ -282,6 +282,67 @@ def benchmark_metrics(spec: Spec):
             elif b.date_window.start >= b.date_window.end:
                 yield Issue(("benchmarks", name, "date_window"), f"start {b.date_window.start} is not before end "
                             f"{b.date_window.end}; the window would be empty")
+
+
+def domain_places(spec: Spec) -> list[tuple[Path, Any]]:
+    """Every block that names a domain (datasets, then benchmarks), with its path."""
+    return ([(("datasets", n), d) for n, d in spec.datasets.items()]
+            + [(("benchmarks", n), b) for n, b in spec.benchmarks.items()])
+
+
+@rule
+def custom_domains_have_rewards(spec: Spec):
+    for path, block in domain_places(spec):
+        if block.domain not in BUILTIN_DOMAINS and block.reward is None and not any(
+                b.domain == block.domain and b.reward for _, b in domain_places(spec)):
+            yield Issue(path + ("domain",), f"domain {block.domain!r} has no built-in grader (only "
+                        f"{' and '.join(BUILTIN_DOMAINS)} do), so its answers could not be rewarded; add "
+                        "`reward: {python: rewards.py:score}` (a function of yours) or use domain math or code")
+
+
+@rule
+def reward_terms(spec: Spec):
+    for path, block in domain_places(spec):
+        for k, term in enumerate(block.reward or []):
+            if (term.grader is None) == (term.python is None):
+                yield Issue(path + ("reward", k), "set exactly one of `grader` (math or code) and `python` "
+                            "(file.py:function): a term is one reward function")
+
+
+@rule
+def domain_blocks_agree(spec: Spec):
+    """Reward terms and prompts are resolved per domain (every record carries its domain), so two
+    blocks of one domain must not declare different ones."""
+    first: dict[tuple[str, str], tuple[Path, Any]] = {}
+    for path, block in domain_places(spec):
+        for key in ("reward", "prompt"):
+            value = getattr(block, key)
+            if value is None:
+                continue
+            dumped = [t.model_dump() for t in value] if key == "reward" else value.model_dump(exclude_unset=True)
+            seen = first.setdefault((block.domain, key), (path, dumped))
+            if seen[1] != dumped:
+                yield Issue(path + (key,), f"{dotted_path(seen[0])} (domain {block.domain!r}) declares another "
+                            f"`{key}`, and rewards and prompts are resolved per domain; give this block its own "
+                            f"domain name (e.g. `domain: {block.domain}-{path[-1]}`) or make the `{key}` blocks equal")
+
+
+@rule
+def prompt_settings(spec: Spec):
+    places = [(("model", "prompt"), None)] + [(p + ("prompt",), b.prompt) for p, b in domain_places(spec)
+                                             if b.prompt is not None]
+    for path, written in places:
+        prompt = spec.model.prompt.merged(written)
+        if prompt.use_chat_template and prompt.template is not None:
+            yield Issue(path + ("template",), "`use_chat_template: true` renders with the tokenizer's chat "
+                        "template, so this `template` would never be used; remove one of them")
+        text = prompt.use_chat_template is False or prompt.template is not None
+        if text and prompt.chat_template_args:
+            yield Issue(path + ("chat_template_args",), "these prompts are rendered from `template`, not the "
+                        "chat template, so the arguments would be ignored; remove them or the `template`")
+        if text and prompt.system is not None and "{system}" not in prompt.text_template():
+            yield Issue(path + ("system",), "the text `template` has no `{system}`, so the system prompt would be "
+                        "dropped; add `{system}` where it belongs in `template`, or use the chat template")
 
 
 @rule

@@ -72,20 +72,52 @@ class EngineSettings(JobModel):
     hf: HfSettings
 
 
+class Prompts(JobModel):
+    """How records become prompts: `model.prompt`, and per domain the prompt of the datasets and
+    benchmarks of that domain that write their own (their keys over `model.prompt`'s)."""
+
+    default: PromptTemplate
+    domains: dict[str, PromptTemplate]
+
+
 class Inference(JobModel):
     """How a job samples from its model."""
 
     rollout: EngineSettings
     dtype: Dtype
     max_context: int
-    prompt: PromptTemplate
+    prompt: Prompts
+
+
+class PythonReward(JobModel):
+    """A reward function of the user's: `function` in the file at `path`, run in worker processes."""
+
+    path: str
+    """Relative to the spec's folder (the job's context `spec_dir`), or absolute."""
+    function: str
+    sha256: str | None
+    """Of the file at compile time: an edited reward file gives new job ids (and a job refuses a file
+    that changed since)."""
+    signature: Literal["verl", "trl"]
+    timeout_s: float
+
+
+class RewardFn(JobModel):
+    """One resolved reward term: a built-in grader or a Python function, times `weight`."""
+
+    name: str
+    grader: Literal["math", "code"] | None
+    python: PythonReward | None
+    weight: float
 
 
 class Grading(JobModel):
-    """How a job grades answers: the reward limits and the answer extraction."""
+    """How a job grades answers: the reward limits, the answer extraction, and per domain the reward
+    terms its datasets or benchmarks declare (a domain not listed uses its built-in grader)."""
 
     reward: RewardSettings
     answer: AnswerExtraction
+    rewards: dict[str, list[RewardFn]]
 
 
 class PassRate(JobModel):
@@ -147,7 +179,7 @@ class ScratchBuild(JobModel):
     warmup: ScratchWarmup
     seed: int
     max_context: int
-    prompt: PromptTemplate
+    prompt: Prompts
 
 
 class ModelJob(JobModel):

@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import uris
 from .budget import filter_estimate, stage_estimate
 from .checks import train_ranks
 from .hashing import ID_LENGTH, canonical, content_hash, file_sha256, folder_fingerprint
 from .jobs import (KINDS, BenchJob, BenchmarkText, CurateJob, DataFile, DataSource, Decontaminate, EngineSettings,
-                   FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, ReportCell,
-                   ReportJob, ReportStage, ScratchBuild, ScratchWarmup, TrainJob, TrainSampling)
-from .spec import (DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, Rollout, Source,
-                   Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
+                   FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, Prompts,
+                   PythonReward, ReportCell, ReportJob, ReportStage, RewardFn, ScratchBuild, ScratchWarmup, TrainJob,
+                   TrainSampling)
+from .spec import (DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, PromptOverride, RewardTerm,
+                   Rollout, Source, Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
 from .validate import Cell
 
 __all__ = ["KINDS", "ID_LENGTH", "canonical", "content_hash", "build_plan", "Plan", "PlannedJob", "totals"]
@@ -36,7 +38,17 @@ __all__ = ["KINDS", "ID_LENGTH", "canonical", "content_hash", "build_plan", "Pla
 # Software environment per job kind (conda files in the build folder's envs/).
 ENVIRONMENTS = {"model": "trainer", "curate": "sandbox", "filter": "rollout", "train": "trainer",
                 "bench": "eval", "report": "eval"}
-DECONTAMINATION_N = {"math": 9, "code": 14}  # the paper's n-gram sizes
+DECONTAMINATION_N = {"math": 9, "code": 14}  # the paper's n-gram sizes; other (text) domains: math's
+
+
+def domain_blocks(spec: Spec) -> dict[str, tuple[list[RewardTerm] | None, PromptOverride | None]]:
+    """Per domain, the `reward` and `prompt` its datasets and benchmarks write (the first that writes
+    one; `checks.domain_blocks_agree` refuses two that differ)."""
+    out: dict[str, tuple[list[RewardTerm] | None, PromptOverride | None]] = {}
+    for block in [*spec.datasets.values(), *spec.benchmarks.values()]:
+        reward, prompt = out.get(block.domain, (None, None))
+        out[block.domain] = (reward or block.reward, prompt or block.prompt)
+    return out
 
 
 @dataclass
@@ -150,8 +162,9 @@ class _Files:
     def model_name(self, name: str, revision: str | None) -> ModelName:
         """`hf://org/name` or `org/name` is a hub model, unless a local folder of that name exists;
         anything else is a local folder."""
-        if name.startswith("hf://"):
-            return ModelName(kind="hub", name=name[len("hf://"):], revision=revision, fingerprint=None)
+        if uris.is_hf(name):  # `hf://ORG/NAME[@REV]`; `rlspec check` reports a bad one (checks_data.hf_model_uris)
+            ref = uris.parse_model(name, revision)
+            return ModelName(kind="hub", name=ref.name, revision=ref.revision, fingerprint=None)
         local = name.startswith((".", "/", "~")) or self.where(name).is_dir() or not _HUB_ID.match(name)
         if local:
             return ModelName(kind="local", name=name, revision=None, fingerprint=self.fingerprint(name))
@@ -167,7 +180,29 @@ class _CellBuilder:
     def __init__(self, cell: Cell, jobs: dict[str, PlannedJob], files: _Files):
         self.cell, self.spec, self.jobs, self.files = cell, cell.spec, jobs, files
         self.res = cell.spec.resources
-        self.grading = Grading(reward=self.spec.reward, answer=self.spec.model.answer)
+        self.blocks = domain_blocks(cell.spec)
+
+    def grading(self, domains) -> Grading:
+        """The reward limits, the answer extraction and the reward terms of `domains` that declare them."""
+        rewards = {d: [self.reward_fn(t) for t in self.blocks[d][0] or []] for d in sorted(set(domains))
+                   if d in self.blocks and self.blocks[d][0]}
+        return Grading(reward=self.spec.reward, answer=self.spec.model.answer, rewards=rewards)
+
+    def reward_fn(self, term: RewardTerm) -> RewardFn:
+        python = None
+        if term.python is not None:
+            path, function = term.python.rsplit(":", 1)
+            python = PythonReward(path=path, function=function, sha256=self.files.sha256(path),
+                                  signature=term.signature, timeout_s=term.timeout_s)
+        return RewardFn(name=term.label(), grader=term.grader, python=python, weight=term.weight)
+
+    def prompts(self, domains) -> Prompts:
+        base = self.spec.model.prompt
+        return Prompts(default=base, domains={d: base.merged(self.blocks[d][1]) for d in sorted(set(domains))
+                                              if d in self.blocks and self.blocks[d][1] is not None})
+
+    def stage_domains(self, stage: Stage) -> list[str]:
+        return [self.spec.datasets[d].domain for d in stage.datasets]
 
     def add(self, kind: str, label: str, config: JobModel, inputs: dict, resources: JobResources,
             estimate: dict | None = None) -> str:
@@ -178,11 +213,11 @@ class _CellBuilder:
             self.jobs[jid].cells.append(self.cell.index)
         return jid
 
-    def inference(self, rollout: Rollout) -> Inference:
+    def inference(self, rollout: Rollout, domains) -> Inference:
         m = self.spec.model
         engine = EngineSettings(engine=rollout.engine, max_prompt_tokens=rollout.max_prompt_tokens,
                                 vllm=rollout.vllm, hf=rollout.hf)
-        return Inference(rollout=engine, dtype=m.dtype, max_context=m.max_context, prompt=m.prompt)
+        return Inference(rollout=engine, dtype=m.dtype, max_context=m.max_context, prompt=self.prompts(domains))
 
     # -------------------------------------------------------------------------------- models
 
@@ -194,7 +229,8 @@ class _CellBuilder:
             warmup = ScratchWarmup(sources=[self.files.source(s) for s in w.sources], steps=w.steps,
                                    batch_size=w.batch_size, lr=w.lr, max_tokens=w.max_tokens)
             build = ScratchBuild(kind="scratch", architecture=fs.architecture, tokenizer=fs.tokenizer, warmup=warmup,
-                                 seed=self.spec.seed, max_context=m.max_context, prompt=m.prompt)
+                                 seed=self.spec.seed, max_context=m.max_context,
+                                 prompt=self.prompts(self.blocks))
             return self.add("model", "model from_scratch", ModelJob(build=build), {}, self.res.model)
         assert m.path is not None  # checks.model_source
         tokenizer = self.files.model_name(m.tokenizer, None) if m.tokenizer else None
@@ -232,7 +268,8 @@ class _CellBuilder:
         for name, b in self.spec.benchmarks.items():
             config = BenchJob(benchmark=name, domain=b.domain, source=self.files.source(b.source), k=b.k,
                               metrics=list(b.metrics), sampling=b.sampling, date_window=b.date_window, seed=0,
-                              inference=self.inference(self.spec.rollout), grading=self.grading)
+                              inference=self.inference(self.spec.rollout, [b.domain]),
+                              grading=self.grading([b.domain]))
             out[name] = self.add("bench", f"bench {name} @ {after}", config, policy, self.res.bench)
         return out
 
@@ -242,8 +279,9 @@ class _CellBuilder:
         rate = PassRate(kind="pass_rate", model="policy", k=f.k, min=f.min, max=f.max,
                         max_response_tokens=f.max_response_tokens or stage.max_response_tokens,
                         temperature=f.temperature, top_p=f.top_p, majority=False, min_response_tokens=None)
+        domains = self.stage_domains(stage)
         config = FilterJob(stage=stage.name, pass_rate=rate, seed=self.spec.seed,
-                           inference=self.inference(stage.rollout), grading=self.grading)
+                           inference=self.inference(stage.rollout, domains), grading=self.grading(domains))
         return self.add("filter", f"filter before {stage.name}", config, inputs, self.res.filter,
                         filter_estimate(self.spec, stage))
 
@@ -253,7 +291,8 @@ class _CellBuilder:
                           prompts_per_step=stage.prompts_per_step, group_size=stage.group_size,
                           max_response_tokens=stage.max_response_tokens,
                           sampling=TrainSampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k),
-                          algorithm=stage.algorithm, inference=self.inference(r), grading=self.grading,
+                          algorithm=stage.algorithm, inference=self.inference(r, self.stage_domains(stage)),
+                          grading=self.grading(self.stage_domains(stage)),
                           deepspeed=self.res.deepspeed, ranks=train_ranks(self.spec), seed=self.spec.seed)
         return self.add("train", f"train {stage.name}", config, inputs, self.res.train,
                         stage_estimate(self.spec, stage))
@@ -272,7 +311,7 @@ class _CellBuilder:
                     b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
                 benchmarks = {b: BenchmarkText(source=self.files.source(spec.benchmarks[b].source),
                                                domain=spec.benchmarks[b].domain) for b in names}
-                filters.append(Decontaminate(kind="decontaminate", n=f.n or DECONTAMINATION_N[ds.domain],
+                filters.append(Decontaminate(kind="decontaminate", n=f.n or DECONTAMINATION_N.get(ds.domain, 9),
                                              benchmarks=benchmarks,
                                              extra_files=[self.files.file(p) for p in f.extra_files]))
                 continue
@@ -296,8 +335,8 @@ class _CellBuilder:
             filters.append(f)
         config = CurateJob(dataset=name, domain=ds.domain, sources=[self.files.source(s) for s in ds.sources],
                            filters=filters, seed=spec.seed if randomised else None,
-                           grading=self.grading if grades else None,
-                           inference=self.inference(spec.rollout) if samples else None)
+                           grading=self.grading([ds.domain]) if grades else None,
+                           inference=self.inference(spec.rollout, [ds.domain]) if samples else None)
         return self.add("curate", f"curate {name}", config, inputs, self.res.curate)
 
 

@@ -20,7 +20,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-Domain = Literal["math", "code"]
+Domain = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+"""A free name: `math` and `code` have built-in graders and curation filters; any other domain
+(`qa`, `format`, ...) is graded by the `reward` block of the datasets and benchmarks that use it."""
+BUILTIN_DOMAINS = ("math", "code")
 Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -138,17 +141,46 @@ GroupSize = Annotated[
 # --------------------------------------------------------------------------------------------
 
 
+DEEPSEEK_R1_TEMPLATE = "<｜User｜>{question}<｜Assistant｜><think>\n"
+
+
 class PromptTemplate(Model):
-    template: str = "<｜User｜>{question}<｜Assistant｜><think>\n"
-    """Prompt around each question; `{question}` is replaced by the problem text plus the domain suffix
-    (AceReason: `<｜User｜>{question}<｜Assistant｜><think>\\n`, no system prompt)."""
+    template: str | None = None
+    """Prompt text around each question; `{question}` is replaced by the problem text plus the domain
+    suffix, `{system}` by `system`. Null (not written): the tokenizer's chat template when it has one,
+    else AceReason's `<｜User｜>{question}<｜Assistant｜><think>\\n` (no system prompt)."""
     math_suffix: str = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
     """Appended to every math question (AceReason's instruction)."""
     code_suffix: str = ("\n\nWrite a Python program that solves the problem. Place the solution in a single "
                         "```python code block.")
-    """Appended to every code question; starter code, when a problem has it, follows this."""
-    use_chat_template: bool = False
-    """Render with the tokenizer's chat template instead of `template` (the question becomes one user message)."""
+    """Appended to every code question; starter code, when a problem has it, follows this. Questions of
+    other domains get no suffix."""
+    use_chat_template: bool | None = None
+    """Render with the tokenizer's chat template (the record's message list, or the question as one
+    user message; the assistant turn opened). Null: when `template` is not written and the tokenizer
+    has a chat template; false: always `template`; true: always the chat template (`rlspec check`
+    refuses a local tokenizer that has none)."""
+    system: str | None = None
+    """System prompt: a system message in the chat template (unless the record's messages have one),
+    or the text of `{system}` in `template`."""
+    chat_template_args: dict[str, Any] = {}
+    """Extra arguments of the tokenizer's `apply_chat_template` (e.g. `enable_thinking: false` for
+    Qwen3; the from-scratch tokenizer's template honours it too)."""
+
+    def text_template(self) -> str:
+        """The text template a prompt without the chat template uses."""
+        return self.template if self.template is not None else DEEPSEEK_R1_TEMPLATE
+
+    def merged(self, override: "PromptTemplate | None") -> "PromptTemplate":
+        """This prompt with the keys `override` writes replaced (a dataset's or benchmark's `prompt`)."""
+        if override is None:
+            return self
+        return PromptTemplate.model_validate({**self.model_dump(), **override.model_dump(exclude_unset=True)})
+
+
+class PromptOverride(PromptTemplate):
+    """A dataset's or benchmark's prompt: the keys written here replace `model.prompt`'s, the rest
+    come from it."""
 
 
 class AnswerExtraction(Model):
@@ -210,7 +242,7 @@ class FromScratch(Model):
 
 class ModelSpec(Model):
     path: str | None = None
-    """Hugging Face id (`hf://org/name` or `org/name`) or a local folder with an HF model (relative to the
+    """Hugging Face id (`hf://ORG/NAME[@REV]` or `ORG/NAME`) or a local folder with an HF model (relative to the
     file that names it). Exactly one of `path` and `from_scratch`. A `model` job puts it into the build
     folder once (hub files at `revision`; a local folder as links) and every job loads that copy, so
     compute nodes need no network and all jobs read the same weights."""
@@ -237,17 +269,23 @@ class ModelSpec(Model):
 
 class Source(Model):
     uri: Annotated[str, Field(min_length=1)]
-    """`hf://org/name`, a local `.jsonl`/`.json`/`.parquet`/`.csv` file (relative to the spec), or a
-    `builtin://math` / `builtin://code` generator (parameters as a query: `builtin://math?n=2000&difficulty=2`)."""
+    """`hf://datasets/ORG/NAME[@REV]` (a hub dataset, as huggingface_hub writes it; the older
+    `hf://ORG/NAME` still works, with a deprecation warning), `hf://./folder` (a local dataset folder),
+    a local `.jsonl`/`.json`/`.parquet`/`.csv` file (relative to the spec), or a `builtin://math` /
+    `builtin://code` generator (parameters as a query: `builtin://math?n=2000&difficulty=2`). veRL,
+    TRL (standard and conversational) and LiveCodeBench layouts are detected and need no `fields`."""
     config: str | None = None
     """Dataset configuration name (`hf://` only)."""
     split: str = "train"
     """Split to read (`hf://` only)."""
     revision: str | None = None
-    """Dataset revision to pin (`hf://` only)."""
+    """Dataset revision to pin (`hf://` only); the same as `@REV` in the uri, and the two must agree."""
     fields: dict[str, str] = {}
-    """Map from our field names (`prompt`, `answer`, `tests`, `starter_code`, `fn_name`, `release_date`, ...)
-    to the source's column names, where they differ."""
+    """Map from our field names (`prompt`, `messages`, `answer`, `tests`, `private_tests`, `starter_code`,
+    `fn_name`, `release_date`, `id`, ...) to the source's column names or dot paths into nested columns
+    (`answer: reward_model.ground_truth`, `fn_name: metadata.func_name`), where they differ; they win
+    over the detected layout. A `prompt` that is a list of {role, content} messages keeps them for the
+    chat template. `rlspec check` reads a local file's first rows and refuses a path it lacks."""
     limit: Annotated[int, Field(ge=1)] | None = None
     """Read at most this many records (after a seeded shuffle when `shuffle`)."""
     shuffle: bool = False
@@ -325,7 +363,7 @@ class DedupNearFilter(_Filter):
 class DecontaminateFilter(_Filter):
     kind: Literal["decontaminate"]
     n: Annotated[int, Field(ge=3, le=64)] | None = None
-    """n-gram size in words; default 9 for math and 14 for code (the paper's values)."""
+    """n-gram size in words; default 9 for math (and domains of your own) and 14 for code (the paper's values)."""
     benchmarks: list[Name] | None = None
     """Benchmarks to decontaminate against (names from `benchmarks:`); default: every declared benchmark
     of the dataset's domain."""
@@ -415,15 +453,54 @@ FILTER_DOMAINS: dict[str, frozenset[str]] = {
 }
 
 
+def _one_term_as_list(value: Any) -> Any:
+    return [value] if isinstance(value, dict) else value
+
+
+class RewardTerm(Model):
+    """One term of a reward: a built-in grader or your own Python function, times `weight`."""
+
+    grader: Literal["math", "code"] | None = None
+    """Built-in grader: `math` (the math verifier against `answer`) or `code` (the sandbox against
+    `tests`); exactly one of `grader` and `python`."""
+    python: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """`path/to/file.py:function`, relative to the spec file; the file's sha256 enters the job id. It runs
+    in worker processes, never in the job's own process; an exception or a hang gives reward 0 with
+    status `error` / `timeout`, counted by `algorithm.health.max_grader_error_rate`."""
+    signature: Literal["verl", "trl"] = "verl"
+    """How `python` is called: `verl`: `f(data_source, solution_str, ground_truth, extra_info)` -> float
+    or a dict with `score`, per response; `trl`: `f(prompts, completions, **columns)` -> list of floats
+    (called with one response at a time, so each gets its own timeout)."""
+    weight: float = 1.0
+    """The reward is the sum of weight x term over the terms (e.g. 1.0 correctness + 0.2 format)."""
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Per-response limit for `python`; past it the worker is killed, the response gets reward 0, status `timeout`."""
+    name: Name | None = None
+    """Label in logs and statuses (default: the function's name, or the grader's)."""
+
+    def label(self) -> str:
+        return self.name or (self.python.rsplit(":", 1)[1] if self.python else str(self.grader))
+
+
+RewardTerms = Annotated[list[RewardTerm], Field(min_length=1),
+                        BeforeValidator(_one_term_as_list, json_schema_input_type=Union[list[RewardTerm], RewardTerm])]
+
+
 class Dataset(Model):
     domain: Domain
-    """`math` (graded by the math verifier) or `code` (graded by the sandbox)."""
+    """`math` (graded by the math verifier), `code` (graded by the sandbox), or a name of your own
+    graded by `reward`. Datasets and benchmarks that share a domain share its reward and prompt."""
     sources: Annotated[list[Source], Field(min_length=1)]
     """Concatenated in order, then filtered."""
     filters: list[Filter] = []
     """Applied in order; each reports records in / kept / dropped in the curation funnel."""
     expected_size: Annotated[int, Field(ge=1)] | None = None
     """Prompts expected after curation; only used by `rlspec plan` to turn epochs into steps."""
+    reward: RewardTerms | None = None
+    """One term (`{python: rewards.py:score}`) or a list of weighted terms; default: the built-in grader
+    of `math` / `code` (required for other domains)."""
+    prompt: PromptOverride | None = None
+    """This dataset's prompt: keys written here replace `model.prompt`'s (e.g. `system:`, `template:`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,7 +572,8 @@ class Health(Model):
     """Stop when more than this fraction of a step's code answers end in `sandbox_error`."""
     max_grader_error_rate: Fraction01 | None = 0.05
     """Stop when more than this fraction of a step's answers could not be graded (status `error`: the
-    grader raised on them; each got reward 0 and the step went on)."""
+    grader raised on them, or a `python` reward term raised or ran past its `timeout_s`; each such term
+    gave reward 0 and the step went on)."""
 
 
 class Algorithm(Model):
@@ -644,6 +722,8 @@ Metric = Annotated[str, Field(pattern=r"^(avg@k|pass@\d+|maj@k)$")]
 
 class Benchmark(Model):
     domain: Domain
+    """As a dataset's `domain`: `math`, `code`, or a name of your own graded by `reward` (a benchmark
+    of a dataset's domain is graded as that dataset is, and decontaminates it)."""
     source: Source
     k: Annotated[int, Field(ge=1, le=1024)] = 1
     """Samples per problem (AceReason: AIME avg@64, MATH500 avg@4, LiveCodeBench avg@8)."""
@@ -655,6 +735,10 @@ class Benchmark(Model):
     reference: list[Reference] = []
     """Published numbers shown as reference rows in the report (a list, so a spec that extends this one
     replaces it whole)."""
+    reward: RewardTerms | None = None
+    """As a dataset's `reward`; default: the built-in grader of `math` / `code`."""
+    prompt: PromptOverride | None = None
+    """As a dataset's `prompt`: keys written here replace `model.prompt`'s."""
 
 
 class GridAxis(Model):

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import checks, checks_train  # noqa: F401  (checks_train registers its rules on import)
+from . import checks, checks_data, checks_train  # noqa: F401  (both register their rules on import)
 from .errors import (Foreign, Issue, Loc, Path, SpecError, dotted_path, foreign_hint, parse_dotted, show, snippet,
                      suggest, yaml_value)
 from .source import Located, deep_merge, load_spec_file
@@ -86,6 +86,10 @@ def check_file(path: str | FsPath, *, display: str | None = None, overrides: Seq
     for cell in cells:
         issues.extend(_locate(located, i) for i in checks.run(cell.spec))
     issues.extend(_missing_local_files(located, base, FsPath(path).parent))
+    issues.extend(_locate(located, i) for i in checks_data.local_source_issues(base, FsPath(path).parent))
+    for cell in cells:
+        issues.extend(_reward_files(located, cell.spec, FsPath(path).parent))
+        issues.extend(_chat_template_missing(located, cell.spec, FsPath(path).parent))
     issues = _dedupe(issues)
     if any(i.severity == "error" for i in issues):
         raise SpecError(issues)
@@ -135,7 +139,8 @@ def _rebase_local_paths(located: Located, root_dir: FsPath, root_name: str) -> N
     for path, loc in located.value_locs.items():
         is_uri = path and path[-1] == "uri" or len(path) >= 2 and path[-2] == "extra_files"
         is_model = _names_a_model(path)
-        if not (is_uri or is_model) or loc.file == root_name:
+        is_reward = bool(path) and path[-1] == "python" and "reward" in path
+        if not (is_uri or is_model or is_reward) or loc.file == root_name:
             continue
         try:
             node = located.data
@@ -145,6 +150,10 @@ def _rebase_local_paths(located: Located, root_dir: FsPath, root_name: str) -> N
         except (KeyError, IndexError, TypeError):
             continue
         if not isinstance(value, str) or "://" in value or os.path.isabs(value):
+            continue
+        if is_reward:  # `file.py:function`: the file moves, the function name stays
+            file_part, sep, function = value.rpartition(":")
+            node[path[-1]] = FsPath(os.path.relpath(FsPath(loc.file).parent / file_part, root_dir)).as_posix() + sep + function
             continue
         written_in = FsPath(loc.file).parent
         # a model may be a hub id (`org/name`): only a path that says it is one, or names a folder, moves
@@ -168,6 +177,82 @@ def _missing_local_files(located: Located, spec: Spec, spec_dir: FsPath) -> list
             found.append(Issue(path, f"local file {uri!r} does not exist (relative to {spec_dir.as_posix() or '.'}); "
                                "the job that reads it will fail until it does", located.loc(path), "warning"))
     return found
+
+
+def reward_term_places(spec: Spec) -> list[tuple[Path, Any]]:
+    """Every reward term of the spec with its path (datasets, then benchmarks)."""
+    return [(p + ("reward", k), t) for p, block in checks.domain_places(spec) for k, t in enumerate(block.reward or [])]
+
+
+def _reward_files(located: Located, spec: Spec, spec_dir: FsPath) -> list[Issue]:
+    """A `python:` reward names a file that exists, parses, and defines the function at module level
+    (read with `ast`: compiling never runs the user's code)."""
+    import ast
+    found = []
+    for path, term in reward_term_places(spec):
+        if term.python is None:
+            continue
+        at = path + ("python",)
+        file_part, _, function = term.python.rpartition(":")
+        where = spec_dir / file_part
+        problem = None
+        if not where.is_file():
+            problem = (f"reward file {file_part!r} does not exist (relative to {spec_dir.as_posix() or '.'}); "
+                       "the path is relative to the spec file")
+        else:
+            try:
+                tree = ast.parse(where.read_bytes(), filename=str(where))
+            except (SyntaxError, ValueError) as exc:
+                problem = f"reward file {file_part!r} does not parse ({exc}); fix the file"
+            else:
+                defined = sorted(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+                if function not in defined and not _assigns(tree, function):
+                    problem = (f"{file_part!r} defines no function {function!r} at module level"
+                               + suggest(function, defined) + (f" (functions: {', '.join(defined)})" if defined else ""))
+        if problem:
+            found.append(Issue(at, problem, located.loc(at)))
+    return found
+
+
+def _assigns(tree: Any, name: str) -> bool:
+    """`name = ...` at module level (a reward made by a factory or an import alias)."""
+    import ast
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+    return False
+
+
+def _chat_template_missing(located: Located, spec: Spec, spec_dir: FsPath) -> list[Issue]:
+    """`use_chat_template: true` with a local tokenizer folder that carries no chat template: every
+    prompt would fail to render. Hub tokenizers are not looked up (compiling needs no network)."""
+    m = spec.model
+    name = m.tokenizer or m.path
+    wants = [p + ("prompt", "use_chat_template") for p, b in checks.domain_places(spec)
+             if b.prompt is not None and b.prompt.use_chat_template]
+    if m.prompt.use_chat_template:
+        wants.insert(0, ("model", "prompt", "use_chat_template"))
+    if not wants or name is None or m.from_scratch is not None:
+        return []
+    folder = spec_dir / name if not os.path.isabs(name) else FsPath(name)
+    if not folder.is_dir() or has_chat_template(folder):
+        return []
+    return [Issue(at, f"the tokenizer in {name!r} has no chat template (no `chat_template` in tokenizer_config.json, "
+                  "no chat_template.jinja), so prompts cannot be rendered with one; write a `template` with "
+                  "`{question}` and set `use_chat_template: false`, or use a tokenizer that has one", located.loc(at))
+            for at in wants]
+
+
+def has_chat_template(folder: FsPath) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(config, dict) and config.get("chat_template"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def load_problems(job: Job) -> tuple[list[dict], dict[str, int]]:
 
     cfg: BenchJob = job.config
     try:
-        records = read_source(cfg.source, cfg.domain, spec_dir=spec_dir(job), seed=cfg.seed)
+        records = read_source(cfg.source, cfg.domain, spec_dir=spec_dir(job), seed=cfg.seed,
+                              place=f"benchmarks.{cfg.benchmark}.source")
     except SourceError as exc:
         raise BenchError(f"benchmark {cfg.benchmark!r}: {exc}") from None
     uri = cfg.source.uri
@@ -156,8 +157,9 @@ def grade(job: Job, problems: list[dict], samples: list[list[Any]]) -> list[list
 
     cfg = job.config
     owners = [p for p, group in zip(problems, samples) for _ in group]
+    where = spec_dir(job)
     flat = scoring.score(owners, [s.text for group in samples for s in group], cfg.grading,
-                         domains=[cfg.domain] * len(owners))
+                         domains=[cfg.domain] * len(owners), spec_dir=str(where) if where is not None else None)
     it = iter(flat)
     return [[next(it) for _ in group] for group in samples]
 

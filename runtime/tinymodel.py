@@ -35,9 +35,14 @@ QWEN2_SPLIT_REGEX = (
 EOS_TOKEN = "<|im_end|>"  # chat models end a turn with this, so generation stops on it
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", EOS_TOKEN, PAD_TOKEN)
+# ChatML, as Qwen's: one `<|im_start|>role\n...<|im_end|>\n` block per message (a system message too);
+# the opened assistant turn starts a think block, so a question renders exactly as the quickstart's
+# text template does ("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n<think>\n").
+# `enable_thinking: false` (a chat-template argument, as Qwen3's) leaves the think block out.
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is not defined or enable_thinking %}<think>\n{% endif %}{% endif %}"
 )
 
 
@@ -111,11 +116,12 @@ class ChatTemplate:
 
     def __init__(self, template: str = CHAT_TEMPLATE):
         import jinja2
+        self.chat_template = template
         self._template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template)
 
-    def apply_chat_template(self, messages, *, tokenize: bool = False, add_generation_prompt: bool = False):
+    def apply_chat_template(self, messages, *, tokenize: bool = False, add_generation_prompt: bool = False, **kwargs):
         assert not tokenize, "ChatTemplate renders text only"
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt)
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **kwargs)
 
 
 def build_model(tokenizer, cfg: TinyModelConfig):

@@ -53,7 +53,8 @@ def grade(records: Sequence[dict], responses: Sequence[str], ctx: Context) -> li
     """One `Grade` per (record, response) pair with the spec's reward limits and answer extraction,
     through the grading entry point training and benchmarks use."""
     from rlspec.runtime.scoring import score
-    return score(records, responses, ctx.needs("grading"))
+    spec_dir = str(ctx.spec_dir) if ctx.spec_dir is not None else None
+    return score(records, responses, ctx.needs("grading"), spec_dir=spec_dir)
 
 
 def as_response(code: str, ctx: Context) -> str:

@@ -344,7 +344,7 @@ class Trainer:
                                                             overlong.factor)
         adv, zero_var = algos.group_advantages(rewards, group, normalize_std=self.alg.advantage.normalize_std,
                                                eps=self.alg.advantage.eps)
-        solved = [all(r == 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))]
+        solved = [all(r >= 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))]
         part = RolloutBatch(
             prompt_ids=[self.prompt_ids[i] for i in idx for _ in range(group)],
             response_ids=[list(s.token_ids) for s in samples],
@@ -353,7 +353,7 @@ class Trainer:
             loss_mask=[not (t and overlong.kind == "mask") for t in truncated],
             zero_var_flags=[bool(z) for z in zero_var for _ in range(group)],
             truncated=sum(truncated), groups=len(idx), groups_sampled=len(idx), groups_zero_var=int(zero_var.sum()),
-            groups_solved=sum(any(r == 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))),
+            groups_solved=sum(any(r >= 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))),
             sandbox_errors=sum(g.status == "sandbox_error" for g in grades),
             grader_errors=sum(g.status == "error" for g in grades),
             code_answers=sum(d == "code" for d in doms), answers=len(grades))

@@ -14,7 +14,7 @@ from rlspec.compiler.jobs import Grading
 from rlspec.compiler.spec import AnswerExtraction, RewardSettings
 from rlspec.runtime import scoring
 
-GRADING = Grading(reward=RewardSettings(), answer=AnswerExtraction())
+GRADING = Grading(reward=RewardSettings(), answer=AnswerExtraction(), rewards={})
 
 
 def test_a_raising_grader_costs_only_the_item_that_raises(monkeypatch):

@@ -18,7 +18,7 @@ from rlspec.compiler.jobs import Grading
 from rlspec.compiler.spec import AnswerExtraction, RewardSettings
 from rlspec.runtime.scoring import score
 
-GRADING = Grading(reward=RewardSettings(code_memory_mb=512), answer=AnswerExtraction())
+GRADING = Grading(reward=RewardSettings(code_memory_mb=512), answer=AnswerExtraction(), rewards={})
 
 
 @pytest.mark.parametrize("kind", ["math", "code"])

@@ -19,8 +19,9 @@ from rlspec.runtime.data.funnel import CurateError, apply_filters, funnel_json, 
 CONFIG = {
     "answer": {"think_end": "</think>", "math_fallback_patterns": [], "math": "boxed", "code": "last_python_block"},
     "reward": {"math_timeout_s": 5.0, "code_time_limit_s": 6.0, "code_total_time_limit_s": 60.0, "code_memory_mb": 512},
-    "prompt": {"template": TEMPLATE, "math_suffix": MATH_SUFFIX, "code_suffix": " Answer in a ```python block.",
-               "use_chat_template": False},
+    "prompt": {"default": {"template": TEMPLATE, "math_suffix": MATH_SUFFIX,
+                           "code_suffix": " Answer in a ```python block.", "use_chat_template": False},
+               "domains": {}},
     "rollout": {"engine": "hf", "max_prompt_tokens": 96, "hf": {"batch_size": 64},
                 "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": None,
                          "enforce_eager": True, "max_num_seqs": 8}},
@@ -32,7 +33,7 @@ FILTER = TypeAdapter(CurateFilter)
 def ctx(domain="math", **kw) -> Context:
     """A filter's context as a curate job builds it from its typed config (`config` overrides CONFIG)."""
     c = copy.deepcopy(kw.pop("config", CONFIG))
-    grading = Grading.model_validate({"reward": c["reward"], "answer": c["answer"]})
+    grading = Grading.model_validate({"reward": c["reward"], "answer": c["answer"], "rewards": {}})
     inference = Inference.model_validate({k: c[k] for k in ("rollout", "dtype", "max_context", "prompt")})
     return Context(dataset="d", domain=domain, seed=c["seed"], grading=grading, inference=inference, **kw)
 

@@ -244,5 +244,5 @@ def test_expected_repr_survives_curation_and_keeps_the_tuple():
     record = {"id": "c0", "domain": "code", "tests": [case]}
     programs = {"tuple": "def f(x):\n    return (x, 2 * x)", "list": "def f(x):\n    return [x, 2 * x]"}
     grades = score([record, record], [f"</think>\n```python\n{p}\n```" for p in programs.values()],
-                   Grading(reward=RewardSettings(), answer=AnswerExtraction()), workers=1)
+                   Grading(reward=RewardSettings(), answer=AnswerExtraction(), rewards={}), workers=1)
     assert [g.status for g in grades] == ["pass", "wrong"]
