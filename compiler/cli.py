@@ -223,10 +223,27 @@ def cmd_compile(args, extra) -> int:
     return 0
 
 
+def refuse_multi_node_locally(spec: str, checked: Checked, profile: str) -> None:
+    """A train job of several nodes runs one torchrun per node through `srun` in a Slurm allocation;
+    the local profile would start every rank on this machine. Located at `resources.train.nodes`."""
+    if profile != "local":
+        return
+    nodes = max(c.spec.resources.train.nodes for c in checked.cells)
+    if nodes > 1:
+        from .errors import Issue
+        from .source import load_spec_file
+        path = ("resources", "train", "nodes")
+        raise SpecError([Issue(path, f"{nodes} nodes per train job need Slurm (one torchrun per node through "
+                               "srun); the local profile would start every rank on this machine; run with "
+                               "--profile slurm, or set resources.train.nodes: 1 to train here",
+                               load_spec_file(spec).loc(path))])
+
+
 def cmd_run(args, extra) -> int:
     from .runner import run_snakemake
     from .provenance import dirty_line
     checked, plan, target, _ = compile_spec(args.spec, args.out, args.set)
+    refuse_multi_node_locally(args.spec, checked, args.profile)
     print(f"compiled {args.spec} -> {target}/ ({len(plan.jobs)} jobs)")
     note = dirty_line(json.loads((target / "manifest.json").read_text())["provenance"], args.spec)
     if note:

@@ -1,4 +1,5 @@
-"""Plan -> build folder: Snakefile, rules/*.smk, one JSON per job, resolved spec, manifest, profiles.
+"""Plan -> build folder: Snakefile, rules/*.smk, one JSON per job, resolved spec, manifest, profiles,
+and `launch/<id>.txt` per train job (its sbatch options and how it starts its ranks).
 
 The build folder is a pure function of the spec: same spec, byte-identical files (no timestamps,
 sorted keys). Job files are content-addressed and only rewritten when their bytes change, so a
@@ -21,7 +22,7 @@ import jinja2
 from .plan import ENVIRONMENTS, ID_LENGTH, KINDS, Plan, canonical
 from .validate import Checked
 
-GENERATED_DIRS = ("jobs", "rules", "envs", "profiles")
+GENERATED_DIRS = ("jobs", "rules", "envs", "profiles", "launch")
 RULE_DOCS = {
     "model": "build the from-scratch policy (tokenizer, init, SFT warm-up)",
     "curate": "run a dataset's sources through its filters",
@@ -127,9 +128,12 @@ def render(checked: Checked, plan: Plan, *, spec_file: str, provenance: dict[str
     files["Snakefile"] = env.get_template("Snakefile.j2").render(
         version=ver, spec_file=Path(spec_file).name, spec_hash=s_hash[:ID_LENGTH], n_cells=len(checked.cells),
         n_jobs=len(plan.jobs), kinds=kinds, id_length=ID_LENGTH)
+    launch_tpl = env.get_template("launch.txt.j2")
+    for job in plan.by_kind("train"):
+        files[f"launch/{job.id}.txt"] = launch_tpl.render(launch=_launch_view(job))
     files["profiles/local/config.yaml"] = env.get_template("profile_local.yaml.j2").render(cores="all")
     files["profiles/slurm/config.yaml"] = env.get_template("profile_slurm.yaml.j2").render(
-        jobs=100, status_command=None)
+        jobs=100, status_command=None, retries=RETRIES)
 
     spec0 = checked.cells[0].spec
     files["spec.resolved.json"] = _json_rows({"name": spec0.name}, "cells", [
@@ -153,26 +157,96 @@ def render(checked: Checked, plan: Plan, *, spec_file: str, provenance: dict[str
     return files
 
 
+# Train jobs get SIGUSR1 this long before their time limit (`sbatch --signal`): the step in flight
+# finishes, a checkpoint is written and the job exits; Snakemake's retry (`retries` in the Slurm
+# profile) resumes from it. 20 minutes covers a 32K-token step's rollout tail and a checkpoint; a
+# `--signal` in the user's `slurm_extra` comes later on the line and wins.
+TRAIN_STOP_SIGNAL_S = 1200
+RETRIES = 3
+
+
 def _rule_resources(job) -> dict[str, Any]:
     """Snakemake resource values for one job; keys the executors understand (local and Slurm).
 
-    Every job is one process (a train job starts its own ranks with torchrun), so it is one Slurm
-    task. snakemake-executor-plugin-slurm 2.x reads `tasks` of a GPU job as `--ntasks-per-gpu`
-    (8 GPUs -> 8 tasks, each with `cpus_per_task` CPUs), so GPU jobs pass no `tasks`; and `gpu`
-    becomes `--gpus`, the job's total, while the spec's `gpus` is per node.
+    One node: every job is one process (a train job starts its own ranks with torchrun), so it is
+    one Slurm task. snakemake-executor-plugin-slurm 2.x reads `tasks` of a GPU job as
+    `--ntasks-per-gpu` (8 GPUs -> 8 tasks, each with `cpus_per_task` CPUs), so GPU jobs pass no
+    `tasks`; `gpu` becomes `--gpus`, the job's total.
+    Several nodes (train jobs: one torchrun per node): `gres` = `gpu:<per node>` (`--gres` counts
+    per node; `--gpus=64` over 8 nodes may be spread unevenly, and the plugin's job step would ask
+    for all 64 on its one node), and one task per node (`--ntasks-per-node=1` in `slurm_extra`, the
+    one task flag the plugin does not set itself) with `cpus_per_task` = the node's CPUs.
     """
     r = job.resources
     out: dict[str, Any] = {"cpus": r["cpus"], "mem_mb": r["mem_mb"], "runtime": r["runtime"],
                            "cpus_per_task": r["cpus"], "nodes": r["nodes"]}
-    if r["gpus"]:
-        out["gpu"] = r["gpus"] * r["nodes"]
-    else:
-        out["tasks"] = 1
+    extra = r["slurm_extra"]
+    if job.kind == "train":  # the trainer checkpoints on this signal and exits; the retry resumes
+        extra = " ".join(x for x in (f"--signal=USR1@{TRAIN_STOP_SIGNAL_S}", extra) if x)
+    if r["nodes"] > 1:
+        if r["gpus"]:
+            out["gres"] = f"gpu:{r['gpus']}"
+        extra = " ".join(x for x in ("--ntasks-per-node=1", extra) if x)
+    elif r["gpus"]:
+        out["gpu"] = r["gpus"]
+    if not r["gpus"]:
+        out["tasks"] = r["nodes"]  # one per node (`--ntasks`; with several nodes also --ntasks-per-node=1)
     if r["slurm_partition"]:
         out["slurm_partition"] = r["slurm_partition"]
-    if r["slurm_extra"]:
-        out["slurm_extra"] = r["slurm_extra"]
+    if extra:
+        out["slurm_extra"] = extra
     return out
+
+
+def sbatch_options(res: dict[str, Any]) -> str:
+    """The sbatch flags snakemake-executor-plugin-slurm 2.x builds from one job's resources, in its
+    order (`get_submit_command`, then `set_gres_string`); the flags of the run (job name, log file,
+    comment, `-D`, the account) aside. tests/compiler/test_launch_golden.py runs the installed
+    plugin's submit code and compares."""
+    gpu_job = "gpu" in res or "gpu" in res.get("gres", "")
+    flags = [f"-p {res['slurm_partition']}"] if "slurm_partition" in res else []
+    flags += [f"-t {res['runtime']}", f"--mem {res['mem_mb']}", f"--nodes={res['nodes']}"]
+    if not gpu_job:
+        flags.append(f"--ntasks={res['tasks']}")
+    flags.append(f"--cpus-per-task={res['cpus_per_task']}")
+    if "slurm_extra" in res:
+        flags.append(res["slurm_extra"])
+    if "gres" in res:
+        flags.append(f"--gres={res['gres']}")
+    if "gpu" in res:
+        flags.append(f"--gpus={res['gpu']}")
+    return " ".join(flags)
+
+
+def _launch_view(job) -> dict[str, Any]:
+    """What `launch/<id>.txt` says about one train job: its sbatch options and the command that
+    starts its ranks (`rlspec.runtime.grpo.distributed`, with the allocation's values symbolic)."""
+    from rlspec.runtime.grpo.distributed import PROGRAM, local_torchrun, slurm_torchrun
+    r, ranks = job.resources, job.config.ranks
+    argv = ["--job", f"jobs/train/{job.id}.json", "--context", "context.json"]
+    if ranks == 1:
+        how, cmd = "one rank: the job step runs the trainer itself", ["python", "-m", PROGRAM, *argv]
+    elif r["nodes"] == 1:
+        how = f"{ranks} ranks on one node: the trainer runs itself again under torchrun"
+        cmd = local_torchrun(ranks, argv, port="<free port>", python="python")
+    else:
+        how = (f"{ranks} ranks on {r['nodes']} nodes: the trainer (the job step, on the first node) starts one "
+               f"torchrun per node through srun")
+        cmd = slurm_torchrun(ranks, argv, nodes=r["nodes"], head="$HEAD", job_id="$SLURM_JOB_ID",
+                             cpus_per_task=r["cpus"], gpus_per_node=ranks // r["nodes"] if r["gpus"] else 0,
+                             port="$PORT", python="python")
+    return {"label": job.label, "id": job.id, "sbatch": sbatch_options(_rule_resources(job)), "how": how,
+            "multinode": r["nodes"] > 1, "command": _shell_lines(cmd, PROGRAM)}
+
+
+def _shell_lines(cmd: list[str], program: str) -> str:
+    """A long command as readable shell: a line break before torchrun and before the program."""
+    lines: list[list[str]] = [[]]
+    for i, arg in enumerate(cmd):
+        if lines[-1] not in ([], ["python"]) and (arg == "python" or cmd[i:i + 2] == ["-m", program]):
+            lines.append([])
+        lines[-1].append(arg)
+    return " \\\n    ".join(" ".join(line) for line in lines)
 
 
 def write_build(files: dict[str, str], out: Path) -> dict[str, int]:

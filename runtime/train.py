@@ -9,6 +9,11 @@ on-policy), push the new weights into the engine in place, log, and checkpoint o
 job resumes from its newest complete checkpoint and ends with the same weights as an uninterrupted
 run. Output: `<output_dir>/model/` (an HF model folder the next stage and benchmarks load),
 `metrics.jsonl`, and `done.json` last.
+
+Launch: a job with more than one rank, started by the workflow (no launcher around it), runs itself
+again as its ranks: `torchrun` on this node, or in a multi-node Slurm allocation one `torchrun` per
+node through `srun` (`rlspec.runtime.grpo.distributed.launch_command`; the line is printed first,
+and the build folder's `launch/<id>.txt` shows it).
 """
 
 from __future__ import annotations
@@ -27,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from rlspec.runtime.grpo import distributed
-    ranks = job.config.ranks
-    if ranks > 1 and not distributed.launched():
-        return distributed.relaunch_under_torchrun(ranks, argv)
+    if job.config.ranks > 1 and not distributed.launched():
+        return distributed.relaunch(job.config.ranks, argv)
     from rlspec.runtime.grpo.trainer import Trainer, TrainError
     try:
         trainer = Trainer(job)
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.resume()
         trainer.train()
         trainer.finish()
-    except TrainError as exc:
+    except (TrainError, distributed.CollectiveError) as exc:
         print(f"error: {job.label} ({job.id}): {exc}", file=sys.stderr)
         return 1
     return 0

@@ -21,3 +21,15 @@ def test_a_budget_below_the_longest_sequence_is_refused_where_it_is_set(write_sp
 
 def test_a_budget_of_the_context_checks(write_spec):
     assert issues_of(write_spec, MINI + "algorithm:\n  max_tokens_per_micro_batch: 8192\n") == {}
+
+
+def test_multi_node_layout_rules(write_spec):
+    text = MINI + ("resources:\n  bench: {nodes: 2}\n"
+                   "  train: {gpus: 4, nodes: 2, ranks_per_node: 8, slurm_extra: \"--qos=long --gres=gpu:8\"}\n")
+    found = issues_of(write_spec, text)
+    assert "only train jobs run on several nodes" in found[("resources", "bench", "nodes")][1]
+    assert "8 ranks per node on 4 GPUs" in found[("resources", "train", "ranks_per_node")][1]
+    line, msg = found[("resources", "train", "slurm_extra")]
+    assert line == line_of(text, "slurm_extra") and "--gres in slurm_extra of a 2-node train job" in msg
+    ok = MINI + "resources:\n  train: {gpus: 8, nodes: 2, slurm_extra: \"--qos=long\"}\n"
+    assert not {k: v for k, v in issues_of(write_spec, ok).items() if k[0] == "resources" and k[1] == "train"}

@@ -109,6 +109,18 @@ def test_run_refuses_unknown_profile(tmp_path):
     assert out.returncode != 0 and "neither local, slurm" in out.stderr
 
 
+def test_run_refuses_a_multi_node_train_job_on_the_local_profile(write_spec, tmp_path):
+    text = (REPO / "specs" / "quickstart.yaml").read_text().replace(
+        "  train: {cpus: 2, mem_gb: 8, time_min: 30}\n", "  train: {cpus: 2, mem_gb: 8, time_min: 30,\n          nodes: 2}\n", 1)
+    assert "nodes: 2" in text
+    spec = write_spec(text.replace("$schema", "x-schema"), name="quick.yaml")
+    out = rlspec("run", str(spec), "-o", str(tmp_path / "q"), "--dry-run", cwd=REPO)
+    assert out.returncode == 1, out.stderr
+    line = next(i + 1 for i, t in enumerate(text.splitlines()) if "nodes: 2" in t)
+    assert f"quick.yaml:{line}:" in out.stderr and "2 nodes per train job need Slurm" in out.stderr
+    assert "--profile slurm" in out.stderr and "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize("spec", sorted(str(p.relative_to(REPO)) for p in SPECS.rglob("*.yaml")))
 def test_every_shipped_spec_checks_plans_and_compiles(spec, tmp_path):
     assert rlspec("check", spec).returncode == 0

@@ -13,6 +13,7 @@ rule train:
         mem_mb=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["mem_mb"],
         nodes=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["nodes"],
         runtime=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["runtime"],
+        slurm_extra=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["slurm_extra"],
         tasks=lambda wc: RLSPEC["jobs"]["train"][wc.id]["resources"]["tasks"],
     conda:
         "../envs/trainer.yaml"
