@@ -162,6 +162,7 @@ class Ours:
         self.name, self.args = name, args
         self.build, jobs = compile_spec(spec(args, model={"path": str(model_dir)}, engine=engine, ranks=ranks),
                                         work / name)
+        run_job(self.build, jobs["model"][0], args.run_timeout)  # every job loads the model job's copy
         run_job(self.build, jobs["curate"][0], args.run_timeout)
         self.job = jobs["train"][0]
         self.out = self.build / json.loads(self.job.read_text())["output_dir"]
@@ -184,11 +185,13 @@ def trl_prompts(args, data: Path, model_dir: Path, path: Path) -> None:
     """The curated prompts rendered exactly as our trainer renders them, for TRL's dataset."""
     from transformers import AutoTokenizer
 
+    from rlspec.compiler.jobs import TrainJob
     from rlspec.runtime.data.records import read_prompts
     from rlspec.runtime.prompts import render_prompt
-    cfg = json.loads(next((data.parent.parent.parent / "jobs" / "train").glob("*.json")).read_text())["config"]
+    job = json.loads(next((data.parent.parent.parent / "jobs" / "train").glob("*.json")).read_text())
+    template = TrainJob.model_validate(job["config"]).inference.prompt  # the train job's own typed config
     tok = AutoTokenizer.from_pretrained(model_dir)
-    rows = [{"prompt": render_prompt(r, "math", cfg["prompt"], tok), "answer": str(r["answer"])}
+    rows = [{"prompt": render_prompt(r, "math", template, tok), "answer": str(r["answer"])}
             for r in read_prompts(data / "prompts.parquet")]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
@@ -225,14 +228,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def trl_worker(cfg_path: Path) -> None:
-    """One TRL GRPOTrainer run (this process, or one rank under torchrun)."""
-    cfg = json.loads(cfg_path.read_text())
+def trl_trainer(cfg: dict, callbacks: list, **overrides):
+    """TRL's GRPOTrainer on the workload in `cfg` (a `Trl` worker file: model folder, prompts, batch,
+    lengths) with the settings of our side (optimiser, clip, loss, beta 0); `overrides` replace
+    GRPOConfig fields (perf/train_memory.py: gradient checkpointing, longer responses)."""
     if cfg.get("use_vllm"):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from rlspec.runtime.reward import grade_math
@@ -251,19 +255,26 @@ def trl_worker(cfg_path: Path) -> None:
         ds_config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
                      "gradient_clipping": "auto", "zero_optimization": {"stage": cfg.get("zero_stage", 0)},
                      "bf16": {"enabled": False}, "zero_allow_untested_optimizer": True}
-    args = GRPOConfig(
-        output_dir=cfg["trainer_dir"], use_cpu=True, seed=0, report_to="none", save_strategy="no", logging_steps=1,
-        max_steps=cfg["steps"], dataloader_num_workers=0, bf16=False, deepspeed=ds_config,
-        per_device_train_batch_size=cfg["prompts_per_step"] * cfg["group"] // ranks, gradient_accumulation_steps=1,
-        num_generations=cfg["group"], max_completion_length=cfg["max_tokens"], temperature=1.0, top_p=1.0, top_k=0,
-        learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=WEIGHT_DECAY,
-        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=GRAD_CLIP, optim="adamw_torch",
-        beta=0.0, epsilon=CLIP_LOW, epsilon_high=CLIP_HIGH, loss_type="dapo", scale_rewards="group",
-        mask_truncated_completions=False, num_iterations=1,
-        use_vllm=bool(cfg.get("use_vllm")), vllm_mode="colocate", vllm_max_model_length=256,
-        vllm_gpu_memory_utilization=0.3,
-        use_transformers_continuous_batching=bool(cfg.get("continuous_batching")),
-    )
+    args = GRPOConfig(**{
+        "output_dir": cfg["trainer_dir"], "use_cpu": True, "seed": 0, "report_to": "none", "save_strategy": "no",
+        "logging_steps": 1, "max_steps": cfg["steps"], "dataloader_num_workers": 0, "bf16": False,
+        "deepspeed": ds_config, "per_device_train_batch_size": cfg["prompts_per_step"] * cfg["group"] // ranks,
+        "gradient_accumulation_steps": 1, "num_generations": cfg["group"], "max_completion_length": cfg["max_tokens"],
+        "temperature": 1.0, "top_p": 1.0, "top_k": 0, "learning_rate": LR, "lr_scheduler_type": "constant",
+        "warmup_steps": 0, "weight_decay": WEIGHT_DECAY, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8,
+        "max_grad_norm": GRAD_CLIP, "optim": "adamw_torch", "beta": 0.0, "epsilon": CLIP_LOW,
+        "epsilon_high": CLIP_HIGH, "loss_type": "dapo", "scale_rewards": "group", "mask_truncated_completions": False,
+        "num_iterations": 1, "use_vllm": bool(cfg.get("use_vllm")), "vllm_mode": "colocate",
+        "vllm_max_model_length": 256, "vllm_gpu_memory_utilization": 0.3,
+        "use_transformers_continuous_batching": bool(cfg.get("continuous_batching")), **overrides})
+    return GRPOTrainer(model=model, reward_funcs=math_reward, args=args, train_dataset=Dataset.from_list(rows),
+                       processing_class=tok, callbacks=callbacks)
+
+
+def step_timer(at_end=None):
+    """A TrainerCallback timing each optimiser step; `at_end()` runs as each step ends (after the
+    optimiser step)."""
+    from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -274,20 +285,36 @@ def trl_worker(cfg_path: Path) -> None:
 
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.t)
+            if at_end:
+                at_end()
 
-    timer = StepTimer()
-    trainer = GRPOTrainer(model=model, reward_funcs=math_reward, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tok, callbacks=[timer])
+    return StepTimer()
+
+
+def time_generation(trainer, after=None) -> list[float]:
+    """Time the trainer's rollout half (generation + rewards + advantages): returns the list each
+    call's seconds are appended to; `after(outputs)` runs as each call ends."""
     gen_times: list[float] = []
     inner = trainer._generate_and_score_completions
 
-    def timed_generate(*a, **kw):  # generation + rewards + advantages: the rollout half of the step
+    def timed_generate(*a, **kw):
         start = time.perf_counter()
         out = inner(*a, **kw)
         gen_times.append(time.perf_counter() - start)
+        if after:
+            after(out)
         return out
 
     trainer._generate_and_score_completions = timed_generate
+    return gen_times
+
+
+def trl_worker(cfg_path: Path) -> None:
+    """One TRL GRPOTrainer run (this process, or one rank under torchrun)."""
+    cfg = json.loads(cfg_path.read_text())
+    timer = step_timer()
+    trainer = trl_trainer(cfg, [timer])
+    gen_times = time_generation(trainer)
     trainer.train()
     if trainer.accelerator.is_main_process:
         logs = [h for h in trainer.state.log_history if "reward" in h]
@@ -325,14 +352,21 @@ ROWS = [  # (label, ours, theirs, goal); ratio = theirs' time / ours: how many t
 ]
 
 
+def work_folder(keep: Path | None, prefix: str) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """The folder a benchmark works in: `--keep`'s (kept), else a temporary one (clean it up with
+    the returned handle)."""
+    ctx = tempfile.TemporaryDirectory(prefix=prefix) if keep is None else None
+    work = Path(ctx.name) if ctx else keep
+    work.mkdir(parents=True, exist_ok=True)
+    return work, ctx
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.trl_worker:
         return trl_worker(args.trl_worker)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    work_ctx = tempfile.TemporaryDirectory(prefix="train_step-") if args.keep is None else None
-    work = Path(work_ctx.name) if work_ctx else args.keep
-    work.mkdir(parents=True, exist_ok=True)
+    work, work_ctx = work_folder(args.keep, "train_step-")
     load_start = os.getloadavg()
     model_dir, data = prepare_model(args, work)
     prompts = work / "trl_prompts.jsonl"
