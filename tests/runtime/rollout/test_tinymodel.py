@@ -29,7 +29,11 @@ def test_chat_template_and_special_tokens(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     rendered = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
                                        add_generation_prompt=True)
-    assert rendered == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    # ChatML that opens the assistant's thinking, as the quickstart's written template does
+    assert rendered == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    plain = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
+                                    add_generation_prompt=True, enable_thinking=False)
+    assert plain == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
     assert tok.convert_ids_to_tokens(tok.eos_token_id) == tinymodel.EOS_TOKEN
     assert tok.convert_ids_to_tokens(tok.pad_token_id) == tinymodel.PAD_TOKEN
     assert tok.padding_side == "left"
