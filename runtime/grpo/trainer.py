@@ -59,6 +59,7 @@ class _StopSignals:
     def __init__(self) -> None:
         import signal
         self.received: str | None = None
+        self._owner = os.getpid()  # forked children (grader pools) inherit the handler: they must still die
         self._previous = {}
         for name in STOP_SIGNALS:
             sig = getattr(signal, name)
@@ -66,6 +67,10 @@ class _StopSignals:
 
     def _handle(self, signum, frame) -> None:
         import signal
+        if os.getpid() != self._owner:  # a forked worker being terminated: the default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.received = self.received or signal.Signals(signum).name
 
     def restore(self) -> None:
