@@ -526,3 +526,21 @@ def _why_no_effect(path: Path) -> str:
                 f"own `{rest}`")
     return (f"every value of `{dotted}` gives the same resolved spec, so the cells are the same experiment; "
             "pick values that differ in effect or remove the axis")
+
+
+@rule
+def tracking_group_placeholders(spec: Spec):
+    """`tracking.group` is formatted by each job's W&B run: a placeholder it cannot fill would be
+    written literally (or crash a run), so it is refused here instead."""
+    import string
+    try:
+        names = {field for _, field, _, _ in string.Formatter().parse(spec.tracking.group) if field is not None}
+    except ValueError as exc:
+        yield Issue(("tracking", "group"), f"{spec.tracking.group!r} is not a valid group template ({exc}); "
+                    "write e.g. `group: \"{name}\"`")
+        return
+    unknown = sorted(names - {"name", "cell"})
+    if unknown:
+        yield Issue(("tracking", "group"), f"{', '.join('{' + n + '}' for n in unknown)} is not a placeholder of "
+                    "tracking.group (W&B groups are per spec or per grid cell); use `{name}` (the spec's name) or "
+                    "`{cell}` (the grid cell's label)")

@@ -214,9 +214,7 @@ FOREIGN_KEYS: dict[str, Foreign] = {
                            "reward; remove the key"),
     "kl_loss_type": _f("veRL", "algorithm.kl.estimator"),
     "kl_estimator": _f("OpenRLHF", "algorithm.kl.estimator"),
-    "clip_ratio_c": _f("veRL", note="it bounds the ratio of negative-advantage tokens (dual-clip PPO), which "
-                       "rlspec does not have yet (a planned knob); remove the key: ratios are clipped by "
-                       "`algorithm.clip.low` and `algorithm.clip.high`"),
+    "clip_ratio_c": _f("veRL", "algorithm.clip.dual"),
     "clip_ratio": _f("veRL", note="rlspec clips each side on its own: set `algorithm.clip.low` and "
                      "`algorithm.clip.high` (DAPO: 0.2 and 0.28)"),
     "clip_ratio_low": _f("veRL", "algorithm.clip.low"),
@@ -259,7 +257,15 @@ FOREIGN_KEYS: dict[str, Foreign] = {
     "total_training_steps": _f("veRL", "stages[*].steps"),
     "max_steps": _f("TRL", "stages[*].steps"),
     "max_grad_norm": _f("TRL", "algorithm.optimizer.grad_clip"),
-    "lr_warmup_steps": _f("veRL", "algorithm.optimizer.warmup_steps"),
+    "lr_warmup_steps": _f("veRL", "algorithm.optimizer.warmup_steps", note="rlspec's `algorithm.optimizer.warmup_steps`; "
+                          "veRL counts it in batches (train steps): add `warmup_unit: batches`"),
+    "target_entropy": _f("Skywork-OR1", "algorithm.adaptive_entropy.target"),
+    "tgt_entropy": _f("Skywork-OR1", "algorithm.adaptive_entropy.target"),
+    "delta_ent_coef": _f("Skywork-OR1", "algorithm.adaptive_entropy.step"),
+    "max_ent_coef": _f("Skywork-OR1", "algorithm.adaptive_entropy.max_coef"),
+    "min_ent_coef": _f("Skywork-OR1", "algorithm.adaptive_entropy.min_coef"),
+    "gen_batch_size": _f("veRL", "algorithm.dynamic_sampling.generation_batch_size"),
+    "max_num_gen_batches": _f("veRL", "algorithm.dynamic_sampling.max_rounds"),
     "lr_scheduler_type": _f("TRL", "algorithm.optimizer.schedule"),
     "norm_adv_by_std_in_grpo": _f("veRL", "algorithm.advantage.normalize_std"),
     "scale_rewards": _f("TRL", "algorithm.advantage.normalize_std"),

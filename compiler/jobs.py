@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .spec import (AnswerExtraction, Algorithm, DateCutoffFilter, DateWindow, DedupExactFilter, DedupNearFilter,
                    DeepSpeedSettings, Domain, FigureReferenceFilter, GroupSize, HfSettings, InteractiveFilter,
-                   LanguageFilter, LengthFilter, MinTestsFilter, MultipartFilter, MultipleChoiceFilter, PromptTemplate,
-                   ProofFilter, Reference, RewardSettings, Sampling, ScratchArchitecture, ScratchTokenizer, Source,
-                   SpecialJudgeFilter, Temperature, TrueFalseFilter, ValidateTestsFilter, VllmSettings,
+                   LanguageFilter, LengthFilter, Lora, MinTestsFilter, MultipartFilter, MultipleChoiceFilter, PromptTemplate,
+                   ProofFilter, Reference, RewardSettings, Samples, Sampling, ScratchArchitecture, ScratchTokenizer,
+                   Source, SpecialJudgeFilter, Temperature, TrueFalseFilter, ValidateTestsFilter, VllmSettings,
                    AnswerParseableFilter, WeakTestsFilter)
 
 KINDS = ("model", "curate", "filter", "train", "bench", "report")
@@ -134,6 +134,9 @@ class PassRate(JobModel):
     top_p: float
     majority: bool
     min_response_tokens: int | None
+    stop: list[str]
+    """Stop strings (the stage's `rollout.stop` for `filter_before`, the spec's for curation): the
+    pass rate is measured with the stopping the policy trains with."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +248,8 @@ class TrainSampling(JobModel):
     temperature: Temperature
     top_p: float
     top_k: int
+    stop: list[str]
+    """The spec's `rollout.stop`."""
 
 
 class TrainJob(JobModel):
@@ -261,6 +266,25 @@ class TrainJob(JobModel):
     deepspeed: DeepSpeedSettings
     ranks: int
     seed: int
+    dataset_weights: dict[str, float] | None
+    """`stages[].dataset_weights`, keyed by the dataset names the input data folders' done.json give."""
+    drop_prompts_above_accuracy: float | None
+    """`stages[].drop_prompts_above_accuracy`, against the policy input's `prompt_stats.json`."""
+    lora: Lora | None
+    """`model.lora`: train adapters on the stage's input model (null = every weight)."""
+    snapshot_steps: list[int]
+    """Steps after which the job writes an HF-format snapshot (`snapshot_folder(step)`) for the bench
+    jobs of `stages[].evaluate_every`, ascending, each below the stage's end; [] = none."""
+    samples: Samples
+    """`tracking.samples`: which steps write rollout samples to the job's `samples.jsonl`, and how many
+    (part of the job id: the file is one of the job's results)."""
+
+
+def snapshot_folder(step: int) -> str:
+    """Where a train job's snapshot at `step` lies, relative to its output folder: the model (weights
+    in the inference dtype, tokenizer) is in its `model/`, which the train job writes and the bench job
+    of that step reads."""
+    return f"snapshots/step-{step:06d}"
 
 
 class BenchJob(JobModel):
@@ -274,6 +298,9 @@ class BenchJob(JobModel):
     seed: int
     inference: Inference
     grading: Grading
+    step: int | None
+    """The input train job's snapshot at this step (`snapshot_folder(step)/model`, `evaluate_every`);
+    null = the input's own `model/` (a stage's end, or the initial model)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,11 +308,24 @@ class BenchJob(JobModel):
 # ---------------------------------------------------------------------------------------------
 
 
+class ReportEvaluation(JobModel):
+    """The bench jobs of one snapshot inside a stage (`evaluate_every`)."""
+
+    step: int
+    """Steps into the stage."""
+    bench: dict[str, str]
+    """Benchmark -> bench job id."""
+    model: str
+    """The snapshot's model folder, relative to the build folder (the report names the best one)."""
+
+
 class ReportStage(JobModel):
     name: str
     filter: str | None
     train: str
     bench: dict[str, str]
+    evaluations: list[ReportEvaluation]
+    """The stage's snapshots that are benchmarked, by step (`evaluate_every`; [] = its end only)."""
 
 
 class ReportCell(JobModel):

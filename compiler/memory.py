@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import uris
-from .spec import JobResources, ModelSpec, Spec, Stage
+from .spec import JobResources, Lora, ModelSpec, Spec, Stage
 
 GIB = 1 << 30
 WEIGHT_SYNC_BUCKET = 256 * 2**20  # bytes the ZeRO-3 weight push gathers at once (runtime/grpo/weightsync.py)
@@ -239,6 +239,33 @@ class EngineInputs:
     sequence_tokens: int  # the job's max prompt + max response
 
 
+def lora_targets(s: Shape) -> dict[str, tuple[int, int]]:
+    """The linear layers of one dense decoder layer that LoRA can target: name -> (in, out) features."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return {"q_proj": (s.hidden, q), "k_proj": (s.hidden, kv), "v_proj": (s.hidden, kv), "o_proj": (q, s.hidden),
+            "gate_proj": (s.hidden, s.intermediate), "up_proj": (s.hidden, s.intermediate),
+            "down_proj": (s.intermediate, s.hidden)}
+
+
+@dataclass(frozen=True)
+class LoraShape:
+    """What `model.lora` changes in a train job's memory: per decoder layer, every targeted linear
+    layer (in, out) gets A (rank x in) and B (out x rank), the only parameters that train."""
+
+    rank: int
+    dropout: bool  # lora_dropout > 0: the dropped input is saved for A's backward
+    modules: tuple[tuple[int, int], ...]  # (in, out) of each targeted linear layer of one decoder layer
+
+    def params(self, layers: int) -> int:
+        return layers * sum(self.rank * (i + o) for i, o in self.modules)
+
+    def bytes_per_token(self, b: int) -> int:
+        """Saved per token per decoder layer on top of the full-fine-tuning count: A's output (rank
+        values) for B's backward, and with dropout its output and mask (A's input otherwise is the
+        layer input, already counted)."""
+        return sum(self.rank * b + (i * (b + 1) if self.dropout else 0) for i, _ in self.modules)
+
+
 @dataclass(frozen=True)
 class TrainInputs:
     """What a train job's memory per GPU depends on; the engine is colocated in the same process."""
@@ -254,6 +281,7 @@ class TrainInputs:
     offload_optimizer: bool
     offload_params: bool
     ranks: int
+    lora: LoraShape | None = None  # `model.lora` (None: every weight trains)
 
 
 def _bytes_to_gib(n: float) -> float:
@@ -341,7 +369,7 @@ def train_estimate(t: TrainInputs) -> Estimate:
     if t.reference_model:  # full copy in the job's dtype on every GPU (trainer: `.to(device)`)
         parts["reference_model"] = _bytes_to_gib(s.params * DTYPE_BYTES[e.dtype])
     details = {"rollout": engine_details, **act_details, **transient_details, "params": s.params,
-               "model": s.source}
+               "trainable_params": s.params if t.lora is None else t.lora.params(s.layers), "model": s.source}
     if t.zero_stage == 3:
         problems += _zero3_start(t, parts, details)
     sleep = engine_details["weights_gib"] + engine_details["kv_cache_gib"] if e.engine == "vllm" else None
@@ -372,12 +400,15 @@ def _model_states(t: TrainInputs) -> tuple[dict[str, float], dict[str, float]]:
     """16-bit weights and gradients plus fp32 AdamW states (master copy + 2 moments = 12 bytes a
     parameter; 8 when the weights are fp32 already), partitioned by ZeRO stage: 1 shards the
     optimizer over the ranks, 2 also the gradients, 3 also the weights. Offloaded states live in
-    host memory and count 0 here."""
+    host memory and count 0 here. LoRA: gradients and optimizer states are the adapter's only; the
+    frozen base weights and the adapter are resident."""
     p, b, n, z = t.engine.shape.params, DTYPE_BYTES[t.engine.dtype], t.ranks, t.zero_stage
     opt_bytes = 8 if t.engine.dtype == "float32" else 12
-    weights = p * b / (n if z >= 3 else 1)
-    grads = p * b / (n if z >= 2 else 1)
-    optimizer = p * opt_bytes / (n if z >= 1 else 1)
+    trained = p if t.lora is None else t.lora.params(t.engine.shape.layers)
+    resident = p if t.lora is None else p + trained
+    weights = resident * b / (n if z >= 3 else 1)
+    grads = trained * b / (n if z >= 2 else 1)
+    optimizer = trained * opt_bytes / (n if z >= 1 else 1)
     offloaded = {}
     if t.offload_optimizer and z >= 1:
         offloaded["optimizer"] = _bytes_to_gib(optimizer)
@@ -388,9 +419,9 @@ def _model_states(t: TrainInputs) -> tuple[dict[str, float], dict[str, float]]:
     states = {"weights": _bytes_to_gib(weights), "gradients": _bytes_to_gib(grads),
               "optimizer": _bytes_to_gib(optimizer)}
     if z >= 1:  # one gradient-reduce bucket; ZeRO-3 also holds the gathered module and its prefetch
-        buffers = min(REDUCE_BUCKET, p) * b
+        buffers = min(REDUCE_BUCKET, trained) * b
         if z == 3:
-            buffers += (t.engine.shape.largest_module + min(PREFETCH_BUCKET, p)) * b
+            buffers += (t.engine.shape.largest_module + min(PREFETCH_BUCKET, resident)) * b
         states["zero_buffers"] = _bytes_to_gib(buffers)
     return states, offloaded
 
@@ -431,13 +462,21 @@ def _activations(t: TrainInputs) -> tuple[dict[str, float], dict[str, Any]]:
     e, s = t.engine, t.engine.shape
     b = DTYPE_BYTES[e.dtype]
     tokens, masked, mask_bytes = micro_batch_tokens(t)
-    per_layer = s.hidden * b if t.checkpointing else layer_bytes_per_token(s, e.dtype, masked=masked)
+    per_layer = s.hidden * b if t.checkpointing else _layer_bytes(t, masked)
     saved = {"activations": _bytes_to_gib(s.layers * tokens * per_layer + tokens * s.hidden * (4 + 3 * b))}
     if masked:
         saved["attention_mask"] = _bytes_to_gib(mask_bytes)
     details = {"micro_batch_tokens": tokens, "gradient_checkpointing": t.checkpointing,
                "packed": t.packed, "token_budget": t.max_tokens_per_micro_batch}
     return saved, details
+
+
+def _layer_bytes(t: TrainInputs, masked: bool) -> int:
+    """One decoder layer's saved bytes per token, with the adapters' own (an upper bound under LoRA:
+    a frozen, untargeted linear layer needs no saved input, which the full-fine-tuning count has)."""
+    b = DTYPE_BYTES[t.engine.dtype]
+    extra = t.lora.bytes_per_token(b) if t.lora is not None else 0
+    return layer_bytes_per_token(t.engine.shape, t.engine.dtype, masked=masked) + extra
 
 
 def _transient(t: TrainInputs) -> tuple[float, dict[str, Any]]:
@@ -447,12 +486,14 @@ def _transient(t: TrainInputs) -> tuple[float, dict[str, Any]]:
     e, s = t.engine, t.engine.shape
     chunk = _bytes_to_gib(t.logprob_chunk_tokens * s.vocab * 4 * LOGIT_COPIES)
     tokens, masked, _ = micro_batch_tokens(t)
-    recompute = _bytes_to_gib(tokens * layer_bytes_per_token(s, e.dtype, masked=masked)) if t.checkpointing else 0.0
+    recompute = _bytes_to_gib(tokens * _layer_bytes(t, masked)) if t.checkpointing else 0.0
     generation = sum(_hf_generation(e)) if e.engine == "hf" else 0.0
     # ZeRO-3 weight push (runtime/grpo/weightsync.py): one bucket gathered and its copy, at most
     # max(bucket, largest parameter) each; below ZeRO-3 the parameters go out as views
     largest = max(s.largest_module, 1) * DTYPE_BYTES[e.dtype]
     sync = _bytes_to_gib(2 * max(WEIGHT_SYNC_BUCKET, largest)) if t.zero_stage == 3 else 0.0
+    if t.lora is not None and t.zero_stage < 3:  # one merged weight at a time: W and B·A in fp32, the result
+        sync = _bytes_to_gib(max(i * o for i, o in t.lora.modules) * (8 + DTYPE_BYTES[e.dtype]))
     details = {"logprob_chunk_gib": _r(chunk), "layer_recompute_gib": _r(recompute), "weight_sync_gib": _r(sync)}
     if e.engine == "hf":
         details["generation_gib"] = _r(generation)
@@ -488,12 +529,31 @@ def stage_train(spec: Spec, stage: Stage, ranks: int, spec_dir: Path | None) -> 
     if isinstance(shape, NotEstimated):
         return shape
     alg, ds = stage.algorithm, spec.resources.deepspeed
+    lora = lora_shape(spec.model.lora, shape)
+    if isinstance(lora, NotEstimated):
+        return lora
+    # LoRA with the stage's input as KL reference: the policy with its adapter off, no second model
+    adapter_off = lora is not None and alg.kl.reference == "stage_input"
     engine = _engine_inputs(spec, stage.rollout, res, shape, stage.max_response_tokens)
     return TrainInputs(engine=engine, micro_batch_size=alg.micro_batch_size, checkpointing=checkpointing_on(stage, res),
                        max_tokens_per_micro_batch=alg.max_tokens_per_micro_batch, packed=alg.pack_sequences,
-                       logprob_chunk_tokens=alg.logprob_chunk_tokens, reference_model=alg.kl.coef > 0,
+                       logprob_chunk_tokens=alg.logprob_chunk_tokens, reference_model=alg.kl.coef > 0 and not adapter_off,
                        zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer,
-                       offload_params=ds.offload_params, ranks=ranks)
+                       offload_params=ds.offload_params, ranks=ranks, lora=lora)
+
+
+def lora_shape(cfg: Lora | None, shape: Shape) -> LoraShape | NotEstimated | None:
+    """`model.lora` on the model's shape; targets that are not a dense decoder's projections are not
+    estimated (PEFT matches names, which this shape does not know)."""
+    if cfg is None:
+        return None
+    dims = lora_targets(shape)
+    last = [m.split(".")[-1] for m in cfg.target_modules]  # PEFT matches the end of a module's name
+    unknown = [m for m, name in zip(cfg.target_modules, last) if name not in dims]
+    if unknown:
+        return NotEstimated(f"model.lora.target_modules {unknown}: the estimate knows a dense decoder's projections "
+                            f"only ({', '.join(dims)})")
+    return LoraShape(rank=cfg.rank, dropout=cfg.dropout > 0, modules=tuple(dims[name] for name in dict.fromkeys(last)))
 
 
 def stage_filter(spec: Spec, stage: Stage, spec_dir: Path | None) -> EngineInputs | NotEstimated:

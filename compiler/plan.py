@@ -24,11 +24,12 @@ from typing import Any
 from . import uris
 from .budget import filter_estimate, stage_estimate
 from .checks import train_ranks
+from .checks_train import snapshot_steps
 from .hashing import ID_LENGTH, canonical, content_hash, file_sha256, folder_fingerprint
 from .jobs import (KINDS, BenchJob, BenchmarkText, CurateJob, DataFile, DataSource, Decontaminate, EngineSettings,
                    FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, Prompts,
                    PythonReward, ReportCell, ReportJob, ReportStage, RewardFn, ScratchBuild, ScratchWarmup, TrainJob,
-                   TrainSampling)
+                   TrainSampling, snapshot_folder)
 from .spec import (DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, PromptOverride, RewardTerm,
                    Rollout, Source, Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
 from .validate import Cell
@@ -248,7 +249,7 @@ class _CellBuilder:
         initial = self.initial_model()
         policy = {"policy": initial}
         curate = {name: self.curate(name, initial) for name in _used_datasets(spec)}
-        initial_bench = self.benches(policy, "initial") if spec.evaluate_initial else {}
+        initial_bench = self.benches(policy, "initial", None) if spec.evaluate_initial else {}
         stages: list[dict[str, Any]] = []
         prev = policy
         for stage in spec.stages:
@@ -257,43 +258,62 @@ class _CellBuilder:
             if stage.filter_before is not None:
                 filter_id = self.stage_filter(stage, {**prev, **data})
                 data = {"data": [filter_id]}
-            train_id = self.train(stage, {**prev, **data})
+            train_id = self.train(stage, {**prev, **data}, initial)
             prev = {"policy": train_id}
-            benches = self.benches(prev, stage.name) if stage.evaluate else {}
-            stages.append({"name": stage.name, "filter": filter_id, "train": train_id, "bench": benches})
+            benches = self.benches(prev, stage.name, None) if stage.evaluate else {}
+            stages.append({"name": stage.name, "filter": filter_id, "train": train_id, "bench": benches,
+                           "evaluations": self.evaluations(stage, train_id)})
         return CellJobs(self.cell, initial, curate, stages, initial_bench)
 
-    def benches(self, policy: dict, after: str) -> dict[str, str]:
+    def benches(self, policy: dict, after: str, step: int | None) -> dict[str, str]:
+        """One bench job per benchmark on the `policy` input's model, or on its snapshot at `step`."""
         out = {}
+        where = after if step is None else f"{after} step {step}"
         for name, b in self.spec.benchmarks.items():
             config = BenchJob(benchmark=name, domain=b.domain, source=self.files.source(b.source), k=b.k,
                               metrics=list(b.metrics), sampling=b.sampling, date_window=b.date_window, seed=0,
                               inference=self.inference(self.spec.rollout, [b.domain]),
-                              grading=self.grading([b.domain]))
-            out[name] = self.add("bench", f"bench {name} @ {after}", config, policy, self.res.bench)
+                              grading=self.grading([b.domain]), step=step)
+            out[name] = self.add("bench", f"bench {name} @ {where}", config, policy, self.res.bench)
         return out
+
+    def evaluations(self, stage: Stage, train_id: str) -> list[dict[str, Any]]:
+        """The bench jobs of the train job's snapshots (`evaluate_every`), by step."""
+        train = self.jobs[train_id]
+        return [{"step": s, "bench": self.benches({"policy": train_id}, stage.name, s),
+                 "model": f"{train.dir}/{snapshot_folder(s)}/model"} for s in train.config.snapshot_steps]
 
     def stage_filter(self, stage: Stage, inputs: dict) -> str:
         f = stage.filter_before
         assert f is not None
         rate = PassRate(kind="pass_rate", model="policy", k=f.k, min=f.min, max=f.max,
                         max_response_tokens=f.max_response_tokens or stage.max_response_tokens,
-                        temperature=f.temperature, top_p=f.top_p, majority=False, min_response_tokens=None)
+                        temperature=f.temperature, top_p=f.top_p, majority=False, min_response_tokens=None,
+                        stop=list(stage.rollout.stop))
         domains = self.stage_domains(stage)
         config = FilterJob(stage=stage.name, pass_rate=rate, seed=self.spec.seed,
                            inference=self.inference(stage.rollout, domains), grading=self.grading(domains))
         return self.add("filter", f"filter before {stage.name}", config, inputs, self.res.filter,
                         filter_estimate(self.spec, stage))
 
-    def train(self, stage: Stage, inputs: dict) -> str:
+    def train(self, stage: Stage, inputs: dict, initial: str) -> str:
+        """The stage's train job; with `kl.reference: initial` (and a KL term) the run's initial model is
+        a further input, `reference`, so every stage's KL is to that model."""
         r = stage.rollout
+        kl = stage.algorithm.kl
+        if kl.coef > 0 and kl.reference == "initial":
+            inputs = {**inputs, "reference": initial}
         config = TrainJob(stage=stage.name, steps=stage.steps, epochs=stage.epochs,
                           prompts_per_step=stage.prompts_per_step, group_size=stage.group_size,
                           max_response_tokens=stage.max_response_tokens,
-                          sampling=TrainSampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k),
+                          sampling=TrainSampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=r.stop),
                           algorithm=stage.algorithm, inference=self.inference(r, self.stage_domains(stage)),
                           grading=self.grading(self.stage_domains(stage)),
-                          deepspeed=self.res.deepspeed, ranks=train_ranks(self.spec), seed=self.spec.seed)
+                          deepspeed=self.res.deepspeed, ranks=train_ranks(self.spec), seed=self.spec.seed,
+                          dataset_weights=stage.dataset_weights,
+                          drop_prompts_above_accuracy=stage.drop_prompts_above_accuracy,
+                          lora=self.spec.model.lora, snapshot_steps=snapshot_steps(self.spec, stage),
+                          samples=self.spec.tracking.samples)
         return self.add("train", f"train {stage.name}", config, inputs, self.res.train,
                         stage_estimate(self.spec, stage))
 
@@ -326,7 +346,7 @@ class _CellBuilder:
                 filters.append(PassRate(kind="pass_rate", model=role, k=f.k, min=f.min, max=f.max,
                                         max_response_tokens=f.max_response_tokens or first_len,
                                         temperature=f.temperature, top_p=f.top_p, majority=f.majority,
-                                        min_response_tokens=f.min_response_tokens))
+                                        min_response_tokens=f.min_response_tokens, stop=list(spec.rollout.stop)))
                 randomised = samples = grades = True
                 continue
             if isinstance(f, LengthFilter) and f.unit == "tokens":

@@ -240,6 +240,29 @@ class FromScratch(Model):
     warmup: Warmup
 
 
+class Lora(Model):
+    """Low-rank adapters (LoRA, Hu et al. 2021, through PEFT) instead of full fine-tuning: every
+    `target_modules` linear layer W gets a trainable B·A (rank `rank`, scaled by `alpha / rank`) and
+    W stays frozen, so gradients and AdamW states exist for the adapter only. Rollouts use the merged
+    weights W + (alpha / rank)·B·A under the base model's names; resumable checkpoints hold the
+    adapter; the stage's `model/` is the merged HF model (the next stage trains a fresh adapter on it,
+    benchmarks load it plainly) and `adapter/` the adapter in PEFT's format. With `algorithm.kl.coef >
+    0` and `kl.reference: stage_input` the reference is the policy with its adapter switched off (no
+    second model in memory)."""
+
+    rank: Annotated[int, Field(ge=1)]
+    """r, the adapter's inner dimension (PEFT `r`)."""
+    alpha: Annotated[float, Field(gt=0.0)]
+    """The adapter's scale numerator: B·A is multiplied by alpha / rank (PEFT `lora_alpha`)."""
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Dropout on the adapter's input (PEFT `lora_dropout`) in the trainer's forwards that build the
+    loss; rollouts, the batch's old log-probs and the KL reference use none."""
+    target_modules: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    """Names of the linear layers that get an adapter, matched against the end of each module's name
+    as PEFT does (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj` in
+    Qwen2/Llama/Mistral/Qwen3); only linear layers (not embeddings) are supported."""
+
+
 class ModelSpec(Model):
     path: str | None = None
     """Hugging Face id (`hf://ORG/NAME[@REV]` or `ORG/NAME`) or a local folder with an HF model (relative to the
@@ -260,6 +283,8 @@ class ModelSpec(Model):
     """Longest prompt + response the model supports; every stage's max prompt + max response must fit."""
     prompt: PromptTemplate = PromptTemplate()
     answer: AnswerExtraction = AnswerExtraction()
+    lora: Lora | None = None
+    """Train LoRA adapters instead of every weight, in every stage (see `Lora`); null = full fine-tuning."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,6 +545,11 @@ class KL(Model):
     """β; 0 loads no reference model (AceReason: 0; DeepScaleR: 0.001)."""
     estimator: Literal["k1", "k2", "k3", "low_var_kl"] = "k3"
     """KL estimator between policy and reference per token."""
+    reference: Literal["stage_input", "initial"] = "stage_input"
+    """The KL reference model: `stage_input`, the model the stage starts from (the reference resets at
+    every stage), or `initial`, the run's initial model (`model:`; it never resets: every stage's train
+    job takes that model as a further input). Without a reference model (`coef: 0`) it changes nothing,
+    and `rlspec check` warns."""
 
 
 class Clip(Model):
@@ -527,19 +557,74 @@ class Clip(Model):
     """PPO clip ε below 1 (ratio ≥ 1 - low); null disables clipping. Irrelevant at 1 update per batch."""
     high: Annotated[float, Field(ge=0.0, le=10.0)] | None = 0.28
     """PPO clip ε above 1 (DAPO's clip-higher: 0.28); null disables clipping."""
+    dual: float | None = None
+    """Dual-clip constant c > 1 (Ye et al. 2020; veRL's `clip_ratio_c`, DAPO: 10): for a token with a
+    negative advantage A the clipped surrogate loss is capped at c·|A|, so a ratio far above 1 on a bad
+    token cannot give an unbounded loss (the token then has no gradient); null = off. The metric
+    `dual_clip_frac` is the fraction of loss tokens where the cap binds."""
+
+
+class AdaptiveEntropy(Model):
+    """Skywork-OR1's adaptive entropy control: after every step the entropy coefficient moves by `step`
+    up when the step's policy entropy was below `target` and down otherwise, clamped to
+    [`min_coef`, `max_coef`]; the next step applies the entropy bonus only if the entropy was below
+    `target` (their `entropy_loss_enabled`). It starts at `algorithm.entropy_coef` (applied at step 1)
+    and is logged as `entropy_coef` every step (`entropy_coef_applied`: what the loss used, 0 while the
+    bonus is off); it survives a resume. The entropy is the token entropy of the step's first
+    optimisation pass (the `entropy` metric)."""
+
+    target: Annotated[float, Field(ge=0.0)]
+    """Target token entropy in nats (Skywork-OR1's scripts: 0.2)."""
+    step: Annotated[float, Field(gt=0.0)]
+    """Change of the coefficient per train step (Skywork-OR1: 0.0001)."""
+    min_coef: Annotated[float, Field(ge=0.0)] = 0.0
+    """Lower bound of the coefficient (Skywork-OR1: 0)."""
+    max_coef: Annotated[float, Field(ge=0.0)]
+    """Upper bound of the coefficient (Skywork-OR1: 0.005); at least `min_coef`."""
 
 
 class DynamicSampling(Model):
+    """Train only on groups whose responses differ (zero-variance groups give zero advantages and
+    no gradient): DAPO's dynamic sampling, Skywork-OR1's filtering, POLARIS' in-batch refill. The
+    step's metrics count every generated group (`groups_generated`, `groups_dropped`, ...)."""
+
     enabled: bool = False
-    """Drop groups whose rewards are all equal and refill the batch (DAPO)."""
+    """Drop groups whose `metric` is equal on every response, then refill the batch as `refill` says."""
     max_rounds: Annotated[int, Field(ge=1, le=64)] = 3
-    """At most this many extra generation rounds per step to refill the batch."""
+    """`refill: resample`: at most this many extra generation rounds per step (DAPO's
+    max_num_gen_batches less the first); after them the step trains on what it kept."""
+    generation_batch_size: Annotated[int, Field(ge=1)] | None = None
+    """Prompts generated per round, at least the stage's `prompts_per_step` (DAPO's gen_batch_size,
+    e.g. 3x the train batch); informative groups past `prompts_per_step` are not trained on
+    (`groups_unused`). null: the first round generates `prompts_per_step` prompts and a later one as
+    many as are still missing."""
+    metric: Literal["reward", "accuracy"] = "reward"
+    """What must differ within a group to keep it: the training `reward` (after `reward_values` and
+    `overlong`: a soft penalty alone makes a group differ), or the grader's `accuracy` score
+    (DAPO's scripts filter on acc)."""
+    refill: Literal["resample", "none", "copy"] = "resample"
+    """How dropped groups are replaced: `resample` generates further rounds of new prompts (DAPO);
+    `none` trains on the kept groups only, a smaller batch (Skywork-OR1); `copy` duplicates kept
+    groups within the batch, in turn, up to `prompts_per_step` groups (POLARIS)."""
+
+
+class RewardValues(Model):
+    """The training reward of a grader score s in [0, 1]: incorrect + (correct - incorrect) * s.
+    Accuracy (pass_rate, `accuracy_mean`, filter_solved, `drop_prompts_above_accuracy`, dynamic
+    sampling on `accuracy`) reads s itself."""
+
+    correct: float = 1.0
+    """Reward of a correct answer (s = 1); DAPO: 1."""
+    incorrect: float = 0.0
+    """Reward of a wrong answer (s = 0); DAPO: -1."""
 
 
 class Overlong(Model):
-    kind: Literal["none", "mask", "soft_penalty"] = "none"
-    """Truncated responses: `none` (reward as graded, usually 0), `mask` (excluded from the loss;
-    helps at 8K/16K, hurts at 32K), `soft_penalty` (DAPO's linear penalty inside the buffer)."""
+    kind: Literal["none", "mask", "soft_penalty", "zero_reward"] = "none"
+    """Truncated responses: `none` (reward as graded: `reward_values.incorrect` unless the cut-off
+    text was graded correct), `mask` (excluded from the loss; helps at 8K/16K, hurts at 32K),
+    `soft_penalty` (DAPO's linear penalty inside the buffer), `zero_reward` (reward 0 whatever the
+    grader said: Dr. GRPO, Open-Reasoner-Zero)."""
     buffer: Annotated[int, Field(ge=1)] = 4096
     """`soft_penalty`: length of the penalty ramp in tokens before the maximum."""
     factor: Annotated[float, Field(ge=0.0)] = 1.0
@@ -554,7 +639,11 @@ class Optimizer(Model):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
     eps: Annotated[float, Field(gt=0.0)] = 1e-8
     warmup_steps: Annotated[int, Field(ge=0)] = 0
-    """Linear learning-rate warm-up at the start of each stage."""
+    """Linear learning-rate warm-up at the start of each stage, in `warmup_unit`s."""
+    warmup_unit: Literal["optimizer_steps", "batches"] = "optimizer_steps"
+    """The unit of `warmup_steps`: optimiser steps, or rollout batches (= train steps, as veRL's
+    scripts count `lr_warmup_steps`): a batch is `updates_per_batch` x (prompts_per_step /
+    mini_batch_size) optimiser steps, so the warm-up lasts `warmup_steps` x that many optimiser steps."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     """Learning-rate schedule after warm-up."""
     grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
@@ -565,7 +654,9 @@ class Health(Model):
     """Rules that stop a training job with a clear message instead of burning compute."""
 
     max_zero_reward_steps: Annotated[int, Field(ge=1)] | None = 50
-    """Stop after this many consecutive steps with mean reward 0."""
+    """Stop after this many consecutive steps with mean accuracy (the grader's score) 0: the policy
+    never solves the prompts. Accuracy, not the training reward: with `reward_values` of ±1 a mean
+    reward of 0 is half the answers right."""
     max_all_zero_variance_steps: Annotated[int, Field(ge=1)] | None = 50
     """Stop after this many consecutive steps where every group had equal rewards."""
     max_sandbox_error_rate: Fraction01 | None = 0.05
@@ -583,7 +674,9 @@ class Algorithm(Model):
     mean of per-sequence means (original GRPO), or per-sequence sums over a constant (Dr. GRPO)."""
     kl: KL = KL()
     entropy_coef: Annotated[float, Field(ge=0.0)] = 0.0
-    """Entropy bonus weight (AceReason: 0)."""
+    """Entropy bonus weight (AceReason: 0); with `adaptive_entropy`, its initial value."""
+    adaptive_entropy: AdaptiveEntropy | None = None
+    """Skywork-OR1's adaptive entropy coefficient (see `AdaptiveEntropy`); null = `entropy_coef` fixed."""
     clip: Clip = Clip()
     updates_per_batch: Annotated[int, Field(ge=1, le=64)] = 1
     """Optimiser passes over each rollout batch; 1 = strict on-policy (AceReason; 2 or 4 collapsed entropy)."""
@@ -613,12 +706,19 @@ class Algorithm(Model):
     states: the full-vocabulary fp32 logits exist for one chunk at a time, never for the whole
     (sequences x length x vocabulary) batch."""
     dynamic_sampling: DynamicSampling = DynamicSampling()
+    reward_values: RewardValues = RewardValues()
+    """The training reward of a grader score (DAPO: `{correct: 1, incorrect: -1}`)."""
     overlong: Overlong = Overlong()
     optimizer: Optimizer = Optimizer()
     filter_solved: bool = False
     """Drop from later epochs the prompts solved on every rollout of the previous epoch (code stage 2)."""
     checkpoint_every: Annotated[int, Field(ge=1)] = 50
     """Write a resumable checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 2
+    """How many resumable DeepSpeed checkpoints (`checkpoints/step-N/`: weights, optimiser and
+    scheduler state, for resume only) a train job keeps: the newest this many; older ones are deleted
+    when a new one is committed. It does not count the HF-format snapshots that `stages[].evaluate_every`
+    asks for (`snapshots/step-N/model/`): bench jobs read those, so every one is kept."""
     health: Health = Health()
 
 
@@ -650,6 +750,11 @@ class Rollout(Model):
     """Prompt budget in tokens (after the prompt template): a train stage drops longer prompts when it
     starts (counted in its done.json as `prompts_dropped_too_long`), a pass-rate filter drops them with
     the reason, and a benchmark refuses them (its numbers would not be comparable)."""
+    stop: list[Annotated[str, Field(min_length=1)]] = []
+    """Stop strings of the train stages' rollouts (Open-Reasoner-Zero: `["</answer>"]`): a response ends
+    at the first one, which stays in the text the grader reads (so `<answer>...</answer>` stays whole);
+    its tokens end with the token that completes it, `finish_reason` is `stop`. Benchmarks set their own
+    (`benchmarks.<b>.sampling.stop`)."""
     vllm: VllmSettings = VllmSettings()
     hf: HfSettings = HfSettings()
 
@@ -683,8 +788,32 @@ class Stage(Model):
     """Responses per prompt: a number or `{kind: per_epoch, values: [8, 16]}`."""
     filter_before: StageFilter | None = None
     """Run a pass-rate filter with the policy entering this stage and train only on what it keeps."""
+    dataset_weights: dict[Name, Annotated[float, Field(gt=0.0)]] | None = None
+    """Mixing weights, one per dataset of the stage (Skywork-OR1): each step's prompts come from
+    the datasets in these proportions (the running count of every dataset stays within one prompt of
+    its share), each dataset drawn in its own seeded order that continues across its own epochs
+    (`filter_solved` retires within each dataset). With weights an epoch of the stage is a number of
+    prompts, the stage's prompt count: `epochs: 2` is 2 x ceil(prompts / prompts_per_step) steps,
+    in which a heavily weighted dataset may repeat and a light one may not be seen whole. Not with
+    `filter_before` (its output no longer says which dataset a prompt came from). null = the
+    datasets' prompts pooled and shuffled together."""
+    drop_prompts_above_accuracy: Fraction01 | None = None
+    """POLARIS: before training, drop the prompts whose training accuracy so far (the grader's mean
+    score over every rollout of them in the earlier stages of the run; each train job writes
+    `prompt_stats.json`) is above this (POLARIS: 0.9). Prompts never trained on are kept; the count
+    dropped is printed and in done.json. Not on the first stage (no earlier accuracy)."""
     evaluate: bool = True
     """Benchmark this stage's final checkpoint."""
+    evaluate_every: Annotated[int, Field(ge=1)] | None = None
+    """Also benchmark the stage every this many steps: the train job writes an HF-format snapshot
+    (weights in `model.dtype` and the tokenizer, `snapshots/step-N/model/`) at steps N, 2N, ... below
+    the stage's end and every benchmark gets one bench job per such step (the stage's end is
+    evaluated as `evaluate` says). The bench jobs are in the workflow from the start, so the step count
+    must be known when compiling: `steps`, or `epochs` with every dataset's `expected_size` (no
+    `filter_before`, no `algorithm.filter_solved`). The report plots every benchmark against the step
+    and names the best checkpoint; the snapshots are kept (`algorithm.keep_checkpoints` counts only the
+    resumable ones), each a whole model on disk (a 7B model in bfloat16: about 15 GB), so the step
+    count / N sets the stage's disk use. null = the stage's end only."""
     algorithm: Algorithm = Algorithm()
     """Overrides of the top-level `algorithm` for this stage (merged key by key)."""
     rollout: Rollout = Rollout()
@@ -703,6 +832,8 @@ class Sampling(Model):
     top_k: Annotated[int, Field(ge=-1)] = -1
     max_response_tokens: Annotated[int, Field(ge=1)] = 32768
     """AceReason evaluation: up to 32,768 tokens."""
+    stop: list[Annotated[str, Field(min_length=1)]] = []
+    """Stop strings: an answer ends at the first one, which stays in the graded text (as `rollout.stop`)."""
 
 
 class DateWindow(Model):
@@ -761,6 +892,17 @@ class Grid(Model):
     """Cells to skip: each entry maps axis paths (or names) to values; a cell matching all of them is dropped."""
 
 
+class Samples(Model):
+    """Rollouts a person can read: a train job writes some of a step's responses to its
+    `samples.jsonl` (and, with W&B on, to the run's `samples` table)."""
+
+    every: Annotated[int, Field(ge=1)] | None = 10
+    """Write samples at steps every, 2·every, ...; null writes none."""
+    count: Annotated[int, Field(ge=1)] = 16
+    """Responses written per such step: a seeded choice, the same for any rank split, that mixes the
+    step's outcomes (correct, wrong, truncated, error) when it has several."""
+
+
 class Tracking(Model):
     backend: Literal["wandb", "none"] = "wandb"
     project: str = "rlspec"
@@ -769,10 +911,16 @@ class Tracking(Model):
     """W&B entity (team or user)."""
     mode: Literal["online", "offline", "disabled"] = "offline"
     """`offline` writes runs under `wandb/` for a later `wandb sync`; `online` needs a key and network."""
-    group: str = "{name}-{cell}"
-    """W&B group per grid cell; `{name}` is the spec name, `{cell}` the cell label."""
+    group: Annotated[str, Field(min_length=1)] = "{name}"
+    """W&B group of every run (train, bench, the report's summary): `{name}` is the spec name, so a
+    grid is one group and its cells are told apart by tags and the run config. `{cell}` (the cell
+    label; `shared` for a job several cells share, `summary` for the report's run) splits a grid
+    into a group per cell, as before: a shared job then sits in one group only."""
     tags: list[str] = []
-    """Extra tags; every run is also tagged with its job kind and its grid-axis values."""
+    """Extra tags; every run is also tagged with its job kind, the label of every grid cell that
+    uses the job, and those cells' grid-axis values (`axis=value`)."""
+    samples: Samples = Samples()
+    """Rollout samples the train jobs write (to the job's results, whatever the backend)."""
 
 
 class JobResources(Model):

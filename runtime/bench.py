@@ -1,6 +1,7 @@
 """`bench` job: k sampled answers per benchmark problem from one checkpoint, graded and scored.
 
-What: loads the checkpoint a stage ended with (or the initial model), samples `k` answers to every
+What: loads the checkpoint a stage ended with, a snapshot inside a stage (`evaluate_every`: the
+train job's `snapshots/step-N/model/`), or the initial model, samples `k` answers to every
 problem of one benchmark with the benchmark's own sampling settings (AceReason: temperature 0.6,
 top-p 0.95, up to 32K tokens), grades them with the math grader or the code sandbox, and writes to
 the job's output folder:
@@ -33,11 +34,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rlspec.compiler.jobs import BenchJob
+from rlspec.compiler.jobs import BenchJob, snapshot_folder
 from rlspec.compiler.spec import DateWindow
 from rlspec.runtime.atomic import temp_path, write_json_atomic
 from rlspec.runtime.job import Job, JobError, load_job, model_dir, parse_args, spec_dir
 from rlspec.runtime.metrics import avg_at_k, maj_at_k, mean_stderr, metric_name, pass_at_k
+from rlspec.runtime.tracking import log_results
 
 ROWS_PER_CALL = 1024  # prompt x sample rows per generate call: bounded memory, progress lines
 
@@ -53,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         job = load_job(args.job, "bench", args.context)
         clear_outputs(job.output_dir)
         problems, excluded = load_problems(job)
-        samples, timing = generate(job, str(model_dir(job)), problems)
+        samples, timing = generate(job, str(evaluated_model(job)), problems)
         grades = grade(job, problems, samples)
         results = score(job, problems, samples, grades, excluded, timing, time.perf_counter() - start)
+        # the job's W&B run (when tracking is on), before the outputs: done.json stays the last word
+        log_results(job, {**results, "metrics": {m["name"]: m for m in results["metrics"].values()}})
         write_outputs(job, problems, samples, grades, results)
     except (JobError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -68,6 +72,19 @@ def main(argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------------------------
 # The pipeline
 # ----------------------------------------------------------------------------------------------
+
+
+def evaluated_model(job: Job) -> Path:
+    """The model folder this job evaluates: its input's `model/`, or with `step` the input train job's
+    snapshot at that step (`evaluate_every`), which the train job wrote before its done.json."""
+    step = job.config.step
+    if step is None:
+        return model_dir(job)
+    path = Path(job.inputs["policy"]) / snapshot_folder(step) / "model"
+    if not (path / "config.json").is_file():
+        raise JobError(f"snapshot {path} is missing (no config.json): the train job did not write step {step}; "
+                       "rerun it with the spec this build was compiled from (`rlspec run`)")
+    return path
 
 
 def clear_outputs(out_dir: Path) -> None:
@@ -131,7 +148,7 @@ def generate(job: Job, model_path: str, problems: list[dict]) -> tuple[list[list
     try:
         prompts = [render_prompt(r, cfg.domain, inf.prompt, engine.tokenizer) for r in problems]
         sampling = SamplingParams(n=cfg.k, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                                  max_tokens=s.max_response_tokens)
+                                  max_tokens=s.max_response_tokens, stop=tuple(s.stop))
         per_call = max(1, ROWS_PER_CALL // cfg.k)
         samples: list[list[Any]] = []
         tokens = 0

@@ -2,14 +2,20 @@
 
 What: reads whatever results a build folder holds and writes one report folder:
   index.html      results table (grid cell x stage x benchmark, with standard errors; best cell
-                  highlighted; the paper's numbers as reference rows), training summary, figures,
-                  curation funnels, and the list of jobs that have not finished
-  README.md       the same in Markdown
-  summary.json    per cell, per stage (the initial model included), per benchmark: metric, value,
-                  stderr; per training stage: steps and first/last reward mean
+                  highlighted; the paper's numbers as reference rows), the best checkpoint per
+                  benchmark over the whole run (snapshots inside stages from `evaluate_every`
+                  included: cell, stage, step, value ± stderr, model folder), training summary,
+                  figures, a sample browser (the train jobs' rollouts, filtered by outcome and
+                  stage), curation funnels, and the list of jobs that have not finished
+  README.md       the same in Markdown (sample counts per stage and outcome instead of the browser)
+  summary.json    per cell, per stage (the initial model included) and per snapshot inside a stage,
+                  per benchmark: metric, value, stderr; per training stage: steps and first/last
+                  reward mean; the best cell and the best checkpoint per benchmark
   figures/*.png   training curves (reward, pass rate, response length, truncation, entropy,
                   temperature) with stage boundaries, one line per cell; benchmark score per stage;
-                  one funnel per curated dataset; per grid axis the final score against the axis value
+                  benchmark score at every evaluated checkpoint against the step, stage boundaries
+                  marked; one funnel per curated dataset; per grid axis the final score against the
+                  axis value
 When the spec's tracking is on, the same tables go to W&B as `wandb.Table`s and the figures as
 images, in one summary run (group: the spec's `tracking.group` with `{cell}` = `summary`).
 

@@ -85,7 +85,7 @@ def measure(records: Sequence[dict], model: Path, rate: PassRate, ctx: Context) 
         todo = [i for i, o in enumerate(out) if o is None]
         # top-k is off: pass-rate filters sample with temperature and top-p only
         sampling = SamplingParams(n=rate.k, temperature=rate.temperature, top_p=rate.top_p, top_k=-1,
-                                  max_tokens=rate.max_response_tokens, seed=ctx.seed)
+                                  max_tokens=rate.max_response_tokens, seed=ctx.seed, stop=tuple(rate.stop))
         for start in range(0, len(todo), GENERATE_CHUNK):
             chunk = todo[start:start + GENERATE_CHUNK]
             generations = engine.generate([prompts[i] for i in chunk], sampling)

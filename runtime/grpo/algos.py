@@ -72,20 +72,34 @@ def kl_estimator(name: str):
 
 
 def token_losses(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, *,
-                 clip_low: float | None, clip_high: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token clipped surrogate loss, the ratio, and where clipping changed the loss.
+                 clip_low: float | None, clip_high: float | None,
+                 dual: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token clipped surrogate loss, the ratio, where PPO clipping changed the loss, and where
+    the dual-clip cap bound.
 
     With one update per batch, old_logp == logp (detached), so ratio == 1 exactly and the loss is
     -A per token; its gradient is -A * grad log p, the on-policy policy gradient.
+
+    Dual-clip (Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep RL"; veRL's
+    `clip_ratio_c`): PPO's max(-A r, -A clip(r)) is unbounded for A < 0 as r grows, so one stale
+    token with a huge ratio can dominate the batch. With `dual` = c > 1, a token with A < 0 has its
+    loss capped at -A c = c |A| (a constant there, so no gradient); tokens with A >= 0 are untouched.
     """
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
     unclipped = -adv * ratio
-    if clip_low is None or clip_high is None:
-        return unclipped, ratio, torch.zeros_like(ratio, dtype=torch.bool)
-    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.maximum(unclipped, clipped)
-    return loss, ratio, clipped > unclipped
+    clipped = torch.zeros_like(ratio, dtype=torch.bool)
+    loss = unclipped
+    if clip_low is not None and clip_high is not None:
+        clipped_loss = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+        loss = torch.maximum(unclipped, clipped_loss)
+        clipped = clipped_loss > unclipped
+    capped = torch.zeros_like(clipped)
+    if dual is not None:
+        cap = (-adv * dual).expand_as(loss)
+        capped = (adv < 0) & (loss > cap)
+        loss = torch.where(capped, cap, loss)
+    return loss, ratio, clipped, capped
 
 
 # --- aggregation -------------------------------------------------------------------------------

@@ -1,10 +1,17 @@
-"""Resumable checkpoints written atomically: a killed job never leaves one that looks complete.
+"""Checkpoints written atomically: a killed job never leaves one that looks complete.
 
-Layout under the job's folder: `checkpoints/step-000040/` holds DeepSpeed's own checkpoint (model,
-optimiser and LR-scheduler state, all ranks) and `trainer.json` (step, sampler, temperature
-controller, RNG states, metrics position). It is written as `step-000040.tmp-<pid>/` and renamed
-only when every rank has finished writing; the rename is the commit point. `latest()` ignores
-anything that is not a committed folder, so resume always starts from a complete checkpoint.
+Two kinds, under the train job's folder:
+- resumable: `checkpoints/step-000040/` holds DeepSpeed's own checkpoint (model, optimiser and
+  LR-scheduler state, all ranks) and `trainer.json` (step, sampler, temperature controller, RNG
+  states, metrics position). It is written as `step-000040.tmp-<pid>/` and renamed only when every
+  rank has finished writing; the rename is the commit point. `latest()` ignores anything that is not
+  a committed folder, so resume always starts from a complete checkpoint. Only the newest
+  `algorithm.keep_checkpoints` are kept: they exist to resume, and the newest is the one resume reads.
+- snapshots (`stages[].evaluate_every`): `snapshots/step-000050/model/` is an HF-format model
+  (weights in the inference dtype, tokenizer) that the bench job of that step reads. Staged as a
+  hidden sibling (`.step-000050.tmp<pid>/`) and renamed; the rename is the commit point. All are
+  kept (the workflow's bench jobs need each one), and a resumed job keeps those it wrote: it only
+  rewrites, atomically, the snapshots after its resumed checkpoint as it replays those steps.
 """
 
 from __future__ import annotations
@@ -19,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlspec.runtime.atomic import replace_dir_atomic
+from rlspec.compiler.jobs import snapshot_folder
+from rlspec.runtime.atomic import replace_dir_atomic, temp_path
 from rlspec.runtime.job import fault_point
 
 from .distributed import all_gather_objects, barrier
 
-KEEP = 2
 TAG = "ds"
 
 
@@ -53,8 +60,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save(root: Path, step: int, ds_engine, trainer_state: dict[str, Any], *, main: bool) -> Path:
-    """Write checkpoint `step` (every rank must call this) and prune older ones."""
+def save(root: Path, step: int, ds_engine, trainer_state: dict[str, Any], *, main: bool, keep: int) -> Path:
+    """Write checkpoint `step` (every rank must call this) and delete all but the newest `keep`."""
     final = root / _name(step)
     # every rank writes into the same temporary folder, named by rank 0
     tmp_name = all_gather_objects(f"{_name(step)}.tmp-{os.getpid()}" if main else None)[0]
@@ -72,7 +79,7 @@ def save(root: Path, step: int, ds_engine, trainer_state: dict[str, Any], *, mai
             fh.flush()
             os.fsync(fh.fileno())
         replace_dir_atomic(tmp, final)
-        for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))[:-KEEP]:
+        for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
@@ -92,3 +99,30 @@ def clean_partial(root: Path) -> None:
         for p in root.iterdir():
             if ".tmp-" in p.name:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def save_snapshot(train_dir: Path, step: int, model, state: dict[str, torch.Tensor], tokenizer,
+                  dtype: torch.dtype) -> Path:
+    """Write the HF-format snapshot of `step` (main rank only; `state` is the full state dict),
+    staged under a hidden name and renamed into place; returns its folder."""
+    final = train_dir / snapshot_folder(step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(".step-*.tmp*"):  # left by a killed write; never read by a bench job
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = temp_path(final)
+    write_model(staging / "model", model, state, tokenizer, dtype)
+    fault_point(f"train:snapshot:{step}")  # tests: die with a written but uncommitted snapshot
+    replace_dir_atomic(staging, final)
+    return final
+
+
+def write_model(folder: Path, model, state: dict[str, torch.Tensor], tokenizer, dtype: torch.dtype) -> None:
+    """An HF model folder: config, weights cast to `dtype`, tokenizer. The saved config has the KV
+    cache on (the folder is for inference); the training model's own setting is restored."""
+    training_cache = model.config.use_cache
+    model.config.use_cache = True
+    try:
+        model.save_pretrained(folder, state_dict={k: v.to(dtype) for k, v in state.items()})
+    finally:
+        model.config.use_cache = training_cache
+    tokenizer.save_pretrained(folder)

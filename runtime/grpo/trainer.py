@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections import Counter
 import os
 import time
 from pathlib import Path
@@ -31,10 +32,14 @@ from rlspec.runtime.atomic import replace_dir_atomic, temp_path, write_json_atom
 from rlspec.runtime.job import Job, fault_point, model_dir
 from rlspec.runtime.peakmem import PhasePeak
 
-from . import algos, checkpoint, distributed, weightsync
-from .batch import RolloutBatch, engine_logprobs, micro_batches, pack, pack_flat, response_mask, stack
+from . import algos, checkpoint, distributed, lora, weightsync
+from .batch import (RolloutBatch, copy_sources, drop_equal_groups, engine_logprobs, equal_groups, first_kept,
+                    keep_first_groups, micro_batches, pack, pack_flat, response_mask, stack, training_rewards,
+                    with_copies)
 from .chunked import PolicyLogprobs, response_logprobs
-from .sampler import PromptSampler, steps_for
+from .entropy import EntropyController
+from .sampler import (STATS_FILE, MixedSampler, PromptSampler, above_accuracy, merged_stats, read_prompt_stats,
+                      steps_for, write_prompt_stats)
 from .temperature import TemperatureController
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,31 +119,59 @@ class Trainer:
         self._setup_tracking()
 
     def _setup_prompts(self) -> None:
-        """The stage's prompts, rendered and tokenised; prompts over the budget are dropped (and
-        counted in done.json): min(rollout.max_prompt_tokens, max_context - max_response_tokens)."""
+        """The stage's prompts, rendered and tokenised, dataset by dataset (one input folder each, in
+        the stage's order). Dropped before training and counted in done.json: prompts over the budget,
+        min(rollout.max_prompt_tokens, max_context - max_response_tokens), and with
+        `drop_prompts_above_accuracy` those whose accuracy in the earlier stages (the policy input
+        folder's prompt_stats.json) is above it. Then the sampler: pooled, or by `dataset_weights`."""
         from transformers import AutoTokenizer
 
         from rlspec.runtime.prompts import render_prompt
         from rlspec.runtime.scoring import record_domain
         cfg = self.cfg
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        records = load_prompt_records(self.job.inputs["data"])
         limit = min(cfg.inference.rollout.max_prompt_tokens, cfg.inference.max_context - cfg.max_response_tokens)
-        self.records, self.prompt_ids, self.domains = [], [], []
-        for rec in records:
-            domain = record_domain(rec)
-            ids = self.tokenizer(render_prompt(rec, domain, cfg.inference.prompt, self.tokenizer),
-                                 add_special_tokens=False)["input_ids"]
-            if 0 < len(ids) <= limit:
-                self.records.append(rec)
-                self.prompt_ids.append(ids)
-                self.domains.append(domain)
-        self.dropped_long = len(records) - len(self.records)
-        self.sampler = PromptSampler(len(self.records), cfg.seed, cfg.prompts_per_step,
-                                     retire_solved=self.alg.filter_solved)
+        self.earlier_stats = read_prompt_stats(self.job.inputs["policy"])
+        threshold = cfg.drop_prompts_above_accuracy
+        self.records, self.prompt_ids, self.domains, self.dataset_of, sizes = [], [], [], [], []
+        self.dataset_names = [_dataset_name(folder) for folder in self.job.inputs["data"]]
+        self.dropped_long = self.dropped_accurate = 0
+        for folder, name in zip(self.job.inputs["data"], self.dataset_names):
+            records = load_prompt_records([folder])
+            accurate = ([False] * len(records) if threshold is None
+                        else above_accuracy(records, self.earlier_stats, threshold))
+            self.dropped_accurate += sum(accurate)
+            kept = [rec for rec, drop in zip(records, accurate) if not drop]
+            for rec in kept:
+                domain = record_domain(rec)
+                ids = self.tokenizer(render_prompt(rec, domain, cfg.inference.prompt, self.tokenizer),
+                                     add_special_tokens=False)["input_ids"]
+                if 0 < len(ids) <= limit:
+                    self.records.append(rec)
+                    self.prompt_ids.append(ids)
+                    self.domains.append(domain)
+                    self.dataset_of.append(name)
+            sizes.append(len(self.records) - sum(sizes))
+            self.dropped_long += len(kept) - sizes[-1]
+        if threshold is not None:
+            print(f"drop_prompts_above_accuracy {threshold}: {self.dropped_accurate} prompts dropped (accuracy in "
+                  f"earlier stages above it; {len(self.earlier_stats)} prompts have earlier rollouts)", flush=True)
+        self.sampler = self._make_sampler(sizes)
         self.total_steps = steps_for(cfg, len(self.records))
         self.temperature = TemperatureController(cfg.sampling.temperature)
         self.max_group = max(cfg.group_size.all())
+
+    def _make_sampler(self, sizes: list[int]) -> PromptSampler | MixedSampler:
+        """One shuffle over every prompt, or with `dataset_weights` one per dataset, mixed."""
+        cfg = self.cfg
+        if cfg.dataset_weights is None:
+            return PromptSampler(len(self.records), cfg.seed, cfg.prompts_per_step, retire_solved=self.alg.filter_solved)
+        names = self.dataset_names
+        if sorted(names) != sorted(cfg.dataset_weights):
+            raise TrainError(f"dataset_weights name {sorted(cfg.dataset_weights)} but the input folders hold the "
+                             f"datasets {names}; recompile with `rlspec compile`")
+        return MixedSampler(sizes, [cfg.dataset_weights[n] for n in names], cfg.seed, cfg.prompts_per_step,
+                            retire_solved=self.alg.filter_solved)
 
     def _setup_engine(self) -> None:
         from rlspec.runtime.rollout import make_engine
@@ -158,13 +191,22 @@ class Trainer:
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.train()  # HF layers checkpoint only in training mode (dropout stays as configured)
+        if self.cfg.lora is not None:  # model.lora: adapters train, the input model's weights stay frozen
+            model = lora.wrap(model, self.cfg.lora)
         self.ref_model = None
-        if self.alg.kl.coef > 0:  # β = 0 loads no reference model (the paper's setting)
-            self.ref_model = AutoModelForCausalLM.from_pretrained(self.source,
+        ref_note = "none (kl.coef = 0)"
+        if self.alg.kl.coef > 0 and self.cfg.lora is not None and self.alg.kl.reference == "stage_input":
+            self.ref_model = lora.AdapterOff(model)  # the stage's input model: the policy's frozen base layers
+            ref_note = "the policy with its adapter off (LoRA, kl.reference stage_input; no second model)"
+        elif self.alg.kl.coef > 0:  # β = 0 loads no reference model (the paper's setting)
+            # kl.reference: the stage's input model, or the run's initial model (input `reference`)
+            ref_source = str(model_dir(self.job, "reference")) if self.alg.kl.reference == "initial" else self.source
+            self.ref_model = AutoModelForCausalLM.from_pretrained(ref_source,
                                                                   dtype=TORCH_DTYPES[self.cfg.inference.dtype])
             self.ref_model.to(self.dist.device).eval().requires_grad_(False)
+            ref_note = f"loaded (kl.coef > 0) from {ref_source} (kl.reference {self.alg.kl.reference})"
         print(f"gradient checkpointing: {'on' if checkpointing else 'off'}; "
-              f"reference model: {'loaded (kl.coef > 0)' if self.ref_model is not None else 'none (kl.coef = 0)'}; "
+              f"reference model: {ref_note}; "
               f"{len(self.records)} prompts ({self.dropped_long} dropped as too long); {self.total_steps} steps; "
               f"world {self.dist.world}", flush=True)
         return model
@@ -181,9 +223,11 @@ class Trainer:
         self.micro = self.alg.micro_batch_size
         optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg.lr, betas=tuple(opt_cfg.betas),
                                       eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
+        per_batch = self.alg.updates_per_batch * self.n_mini  # optimiser steps per train step
         # the schedule's length follows total_steps, which `epochs` with filter_solved re-plans
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
-            opt_cfg, lambda: self.total_steps * self.alg.updates_per_batch * self.n_mini))
+            opt_cfg, lambda: self.total_steps * per_batch, per_batch))
+        self.entropy = EntropyController(self.alg.entropy_coef, self.alg.adaptive_entropy)
         ds_cfg = distributed.deepspeed_config(self.cfg, micro_batch=self.micro, grad_accum=1, world=world)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=PolicyLogprobs(model), optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
@@ -191,7 +235,13 @@ class Trainer:
 
     def _setup_tracking(self) -> None:
         from rlspec.runtime.tracking import Tracker
+
+        from .samples import SampleLog
         self.tracker = Tracker(self.job, self.out / "metrics.jsonl", enabled=self.dist.main)
+        self.sample_log = SampleLog(self.out / "samples.jsonl", self.cfg.samples, stage=self.cfg.stage,
+                                    seed=self.cfg.seed, main=self.dist.main, domain_of=lambda i: self.domains[i],
+                                    prompt_text=lambda i: self.tokenizer.decode(self.prompt_ids[i]),
+                                    tracker=self.tracker)
         self.health = {"zero_reward": 0, "all_zero_var": 0}
 
     def resume(self) -> None:
@@ -202,14 +252,17 @@ class Trainer:
         found = checkpoint.latest(root)
         if found is None:
             self.tracker.truncate_after(0)
+            self.sample_log.truncate_after(0)
             return
         state = checkpoint.load(found, self.ds)
         self.step = state["step"]
         self.sampler.load(state["sampler"])
         self._replan()
         self.temperature.load(state["temperature"])
+        self.entropy.load(state["entropy"])
         self.health = state["health"]
         self.tracker.truncate_after(self.step)
+        self.sample_log.truncate_after(self.step)
         self._push_weights()
         print(f"resumed from {found.name} (step {self.step}/{self.total_steps})", flush=True)
 
@@ -219,6 +272,12 @@ class Trainer:
         """The steps; a stop signal (SIGUSR1, SIGTERM) ends the loop at the next step boundary
         with a checkpoint, on every rank at the same step (they agree through a collective)."""
         every = self.alg.checkpoint_every
+        late = [s for s in self.cfg.snapshot_steps if s >= self.total_steps]
+        if late:  # the bench jobs of these steps would find no snapshot
+            raise TrainError(f"the workflow evaluates snapshots at steps {late} (evaluate_every), but the stage has "
+                             f"{self.total_steps} steps with {len(self.records)} prompts: the compiler counted "
+                             "epochs over datasets.<name>.expected_size; set expected_size to the curated count "
+                             "(the curate job's funnel.json) or the stage's `steps`, and recompile")
         signals = _StopSignals()
         try:
             while self.step < self.total_steps:
@@ -227,9 +286,12 @@ class Trainer:
                 self._replan()
                 metrics["step"] = self.step
                 self.tracker.log(metrics)
+                self.sample_log.write(self.step)  # a collective at the steps tracking.samples names
                 if self.dist.main:
                     print(_progress(metrics, self.total_steps), flush=True)
                 self._check_health(metrics)
+                if self.step in self.cfg.snapshot_steps:  # before the checkpoint: one at step N implies snapshot N
+                    self._save_snapshot()
                 saved = self.step % every == 0 or self.step == self.total_steps
                 if saved:
                     self._save_checkpoint()
@@ -263,22 +325,9 @@ class Trainer:
         t_train = time.perf_counter()
         self._push_weights()
         self.temperature.observe(stats["entropy"])
-        (reward_sum, answers, truncated, length_sum, zero_var, sampled, solved, sandbox_errors, code_answers,
-         grader_errors, gen_tokens) = distributed.all_reduce_sum([
-            float(sum(batch.raw_rewards)), float(len(batch)), float(batch.truncated), float(sum(batch.lengths)),
-            float(batch.groups_zero_var), float(batch.groups_sampled), float(batch.groups_solved),
-            float(batch.sandbox_errors), float(batch.code_answers), float(batch.grader_errors), timing["gen_tokens"]])
-        n = max(answers, 1.0)
-        max_len = max(distributed.all_gather_objects(max(batch.lengths, default=0)))
         return {
-            "epoch": epoch, "group_size": group, "temperature": temp,
-            "reward_mean": reward_sum / n, "pass_rate": solved / max(sampled, 1.0),
-            "response_len_mean": length_sum / n, "response_len_max": max_len, "truncation_rate": truncated / n,
-            "zero_variance_frac": zero_var / max(sampled, 1.0),
-            "sandbox_error_rate": sandbox_errors / code_answers if code_answers else 0.0,
-            "grader_error_rate": grader_errors / n,
+            "epoch": epoch, "group_size": group, "temperature": temp, **self._rollout_metrics(batch, timing),
             **stats, "lr": self.scheduler.get_last_lr()[0] if self.scheduler else self.alg.optimizer.lr,
-            "rollout_tokens_per_s": gen_tokens / max(timing["gen_s"], 1e-9),
             "train_tokens_per_s": train_tokens / max(t_train - t_roll, 1e-9),
             "time_generate_s": timing["gen_s"], "time_grade_s": timing["grade_s"], "time_train_s": t_train - t_roll,
             "time_step_s": time.perf_counter() - t0,
@@ -288,39 +337,89 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- rollout
 
+    def _rollout_metrics(self, batch: RolloutBatch, timing: dict[str, float]) -> dict[str, Any]:
+        """The step's rollout metrics over every generated response and group (dynamic sampling's
+        dropped groups included: issue 16), summed over ranks: `reward_mean` of the training reward,
+        `accuracy_mean` of the grader's score, `pass_rate` (groups with a response scoring 1),
+        `zero_variance_frac` (groups with equal training rewards); the `groups_*` counts
+        (generated = trained - copied + dropped + unused); with `dataset_weights`, the prompts
+        generated per dataset (`prompts_<name>`)."""
+        keys = ("reward_sum", "score_sum", "answers", "truncated", "length_sum", "groups_zero_var", "groups_generated",
+                "groups_solved", "sandbox_errors", "code_answers", "grader_errors", "groups", "groups_dropped",
+                "groups_unused", "groups_copied")
+        tot = dict(zip(keys, distributed.all_reduce_sum([float(getattr(batch, k)) for k in keys])))
+        gen_tokens = distributed.all_reduce_sum([timing["gen_tokens"]])[0]
+        n, groups = max(tot["answers"], 1.0), max(tot["groups_generated"], 1.0)
+        return {
+            "reward_mean": tot["reward_sum"] / n, "accuracy_mean": tot["score_sum"] / n,
+            "pass_rate": tot["groups_solved"] / groups, "zero_variance_frac": tot["groups_zero_var"] / groups,
+            "response_len_mean": tot["length_sum"] / n,
+            "response_len_max": max(distributed.all_gather_objects(batch.length_max)),
+            "truncation_rate": tot["truncated"] / n, "grader_error_rate": tot["grader_errors"] / n,
+            "sandbox_error_rate": tot["sandbox_errors"] / tot["code_answers"] if tot["code_answers"] else 0.0,
+            **{k: int(tot[k]) for k in ("groups_generated", "groups_dropped", "groups_unused", "groups_copied")},
+            "groups_trained": int(tot["groups"]), "sampling_rounds": batch.sampling_rounds,
+            **{f"prompts_{name}": count for name, count in batch.prompts_by_dataset.items()},
+            "rollout_tokens_per_s": gen_tokens / max(timing["gen_s"], 1e-9),
+        }
+
     def _collect(self, group: int, temp: float) -> tuple[RolloutBatch, dict[str, float]]:
-        """Generate and grade this rank's share of the step's prompts; with dynamic sampling, drop
-        groups whose rewards are all equal and refill with further prompts (bounded rounds)."""
+        """Generate and grade this rank's share of the step's prompts. With dynamic sampling, groups
+        equal on its `metric` are dropped and the batch refilled by `refill`: `resample` generates
+        further rounds (at most `max_rounds`) until prompts_per_step groups are kept, `none` trains on
+        what one round kept, `copy` duplicates kept groups up to prompts_per_step. Kept groups past
+        prompts_per_step are not trained on. This follows veRL's DAPO recipe (recipe/dapo,
+        dapo_ray_trainer.py `fit`: keep groups whose metric has std > 0, accumulate generation batches
+        until train_batch_size prompts are kept, then cut the batch to that size), except that after
+        the last round it trains on what it has instead of raising."""
         timing = {"gen_s": 0.0, "grade_s": 0.0, "gen_tokens": 0.0}
-        batch = RolloutBatch()
-        wanted = self.cfg.prompts_per_step
         dyn = self.alg.dynamic_sampling
-        rounds = 1 + (dyn.max_rounds if dyn.enabled else 0)
-        need = wanted
+        wanted = self.cfg.prompts_per_step
+        rounds = 1 + dyn.max_rounds if dyn.enabled and dyn.refill == "resample" else 1
+        batch, kept = RolloutBatch(), 0
         for round_ in range(rounds):
-            global_idx = self.sampler.next_batch(need)
-            start, end = _share(len(global_idx), self.dist.rank, self.dist.world)
-            seed = _step_seed(self.cfg.seed, self.step, round_) + start * group
-            part, solved = self._rollout(global_idx[start:end], group, temp, seed, timing)
-            # every rank records every prompt's outcome, so the samplers stay identical
-            for shard in distributed.all_gather_objects(solved):
-                for i, ok in shard:
-                    self.sampler.record(i, ok)
+            part = self._round(group, temp, round_, self._round_size(wanted, kept, round_), timing)
             if dyn.enabled:
-                part = part.without_zero_variance(group)
+                part = drop_equal_groups(part, group)
+                take = first_kept(distributed.all_gather_objects(part.groups), wanted - kept)
+                part = keep_first_groups(part, group, take[self.dist.rank])
+                kept += sum(take)
             batch.extend(part)
-            if not dyn.enabled:
+            if not dyn.enabled or kept >= wanted:
                 break
-            kept = distributed.all_reduce_sum([float(batch.groups)])[0]
-            need = int(wanted - kept)
-            if need <= 0:
-                break
+        if dyn.enabled and dyn.refill == "copy":
+            sources = copy_sources(distributed.all_gather_objects(batch.groups), wanted)
+            batch = with_copies(batch, group, sources[self.dist.rank])
         return batch, timing
 
+    def _round_size(self, wanted: int, kept: int, round_: int) -> int:
+        """Prompts generated in a round: `dynamic_sampling.generation_batch_size`, or when null (or
+        dynamic sampling off) prompts_per_step in the first round and the missing groups' count after."""
+        dyn = self.alg.dynamic_sampling
+        if dyn.enabled and dyn.generation_batch_size is not None:
+            return dyn.generation_batch_size
+        return wanted if round_ == 0 else wanted - kept
+
+    def _round(self, group: int, temp: float, round_: int, count: int, timing: dict) -> RolloutBatch:
+        """One generation round: `count` prompts from the sampler, this rank's contiguous share
+        generated and graded; every rank records every prompt's outcome, so the samplers (and their
+        accuracy tallies) stay identical."""
+        global_idx = self.sampler.next_batch(count)
+        start, end = _share(len(global_idx), self.dist.rank, self.dist.world)
+        seed = _step_seed(self.cfg.seed, self.step, round_) + start * group
+        part, outcomes = self._rollout(global_idx[start:end], group, temp, seed, timing)
+        for shard in distributed.all_gather_objects(outcomes):
+            for i, all_solved, score_sum in shard:
+                self.sampler.record(i, all_solved, score_sum, group)
+        part.sampling_rounds = 1
+        if self.cfg.dataset_weights is not None:
+            part.prompts_by_dataset = dict(Counter(self.dataset_of[i] for i in global_idx))
+        return part
+
     def _rollout(self, idx: list[int], group: int, temp: float, seed: int,
-                 timing: dict) -> tuple[RolloutBatch, list[tuple[int, bool]]]:
-        """Sample and grade `group` responses for each prompt in `idx`; also which prompts every
-        response solved (for `filter_solved`)."""
+                 timing: dict) -> tuple[RolloutBatch, list[tuple[int, bool, float]]]:
+        """Sample and grade `group` responses for each prompt in `idx`; also, per prompt, whether
+        every response solved it (for `filter_solved`) and the sum of its grader scores (accuracy)."""
         from rlspec.runtime.rollout import SamplingParams
         from rlspec.runtime.scoring import score
         if not idx:
@@ -329,7 +428,7 @@ class Trainer:
         max_tokens = cfg.max_response_tokens
         t0 = time.perf_counter()
         params = SamplingParams(n=group, temperature=temp, top_p=cfg.sampling.top_p, top_k=cfg.sampling.top_k,
-                                max_tokens=max_tokens, seed=seed)
+                                max_tokens=max_tokens, stop=tuple(cfg.sampling.stop), seed=seed)
         generations = self.engine.generate([self.prompt_ids[i] for i in idx], params)
         t1 = time.perf_counter()
         samples = [s for g in generations for s in g]
@@ -339,30 +438,32 @@ class Trainer:
         timing["gen_s"] += t1 - t0
         timing["grade_s"] += time.perf_counter() - t1
         timing["gen_tokens"] += generations.timing.generated_tokens
-        raw = [g.reward for g in grades]
+        scores = [g.reward for g in grades]  # accuracy reads these; the advantage the mapped rewards
         lengths = [len(s.token_ids) for s in samples]
         truncated = [s.finish_reason == "length" for s in samples]
-        overlong = self.alg.overlong
-        rewards = torch.tensor(raw, dtype=torch.float64)
-        if overlong.kind == "soft_penalty":
-            rewards = rewards + algos.soft_overlong_penalty(torch.tensor(lengths), max_tokens, overlong.buffer,
-                                                            overlong.factor)
-        adv, zero_var = algos.group_advantages(rewards, group, normalize_std=self.alg.advantage.normalize_std,
-                                               eps=self.alg.advantage.eps)
-        solved = [all(r >= 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))]
+        alg = self.alg
+        rewards = training_rewards(scores, truncated, lengths, correct=alg.reward_values.correct,
+                                   incorrect=alg.reward_values.incorrect, overlong=alg.overlong, max_tokens=max_tokens)
+        adv, zero_var = algos.group_advantages(rewards, group, normalize_std=alg.advantage.normalize_std,
+                                               eps=alg.advantage.eps)
+        metric = torch.tensor(scores, dtype=torch.float64) if alg.dynamic_sampling.metric == "accuracy" else rewards
+        per_prompt = [scores[k * group:(k + 1) * group] for k in range(len(idx))]
         part = RolloutBatch(
             prompt_ids=[self.prompt_ids[i] for i in idx for _ in range(group)],
             response_ids=[list(s.token_ids) for s in samples],
             engine_logprobs=[list(s.logprobs) for s in samples],
-            advantages=adv.tolist(), raw_rewards=raw, lengths=lengths,
-            loss_mask=[not (t and overlong.kind == "mask") for t in truncated],
-            zero_var_flags=[bool(z) for z in zero_var for _ in range(group)],
-            truncated=sum(truncated), groups=len(idx), groups_sampled=len(idx), groups_zero_var=int(zero_var.sum()),
-            groups_solved=sum(any(r >= 1.0 for r in raw[g * group:(g + 1) * group]) for g in range(len(idx))),
+            advantages=adv.tolist(), scores=scores, lengths=lengths,
+            loss_mask=[not (t and alg.overlong.kind == "mask") for t in truncated],
+            zero_var_flags=[z for z in equal_groups(metric, group) for _ in range(group)],
+            truncated=sum(truncated), groups=len(idx), groups_generated=len(idx), groups_zero_var=int(zero_var.sum()),
+            groups_solved=sum(any(x >= 1.0 for x in p) for p in per_prompt),
+            reward_sum=float(rewards.sum()), score_sum=float(sum(scores)), length_sum=sum(lengths),
+            length_max=max(lengths),
             sandbox_errors=sum(g.status == "sandbox_error" for g in grades),
             grader_errors=sum(g.status == "error" for g in grades),
             code_answers=sum(d == "code" for d in doms), answers=len(grades))
-        return part, list(zip(idx, solved))
+        self.sample_log.offer(self.step + 1, idx, samples, grades, rewards.tolist())  # tracking.samples
+        return part, [(i, all(x >= 1.0 for x in p), float(sum(p))) for i, p in zip(idx, per_prompt)]
 
     # ------------------------------------------------------------------------------- optimisation
 
@@ -379,10 +480,16 @@ class Trainer:
         old_lp = None if single_step else self._logprobs_no_grad(model, batch, temp, plan)
         ref_lp = self._logprobs_no_grad(self.ref_model, batch, temp, plan) if self.ref_model is not None else None
         acc = {"entropy": [0.0, 0.0], "kl": [0.0, 0.0], "clip": [0.0, 0.0], "mad": [0.0, 0.0], "lkl": [0.0, 0.0],
-               "ratio_dev": 0.0, "loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "computed": 0.0}
+               "dual": [0.0, 0.0], "ratio_dev": 0.0, "loss": 0.0, "grad_norm": 0.0, "tokens": 0.0, "computed": 0.0}
         zero_sharded = self.cfg.deepspeed.zero_stage >= 2
+        # A mini-batch empty on every rank (dynamic sampling with refill none, or a step whose groups
+        # were all dropped) takes no optimiser step: AdamW's momentum would move the weights on zero
+        # gradients. Every rank sees the same global sizes, so all skip the same collectives.
+        sizes = distributed.all_reduce_sum([float(len(seqs)) for seqs in minis])
         for update in range(self.alg.updates_per_batch):
-            for seqs, chunks in zip(minis, plan):
+            for seqs, chunks, size in zip(minis, plan, sizes):
+                if size == 0:
+                    continue
                 norm = self._normaliser(batch, seqs)
                 for k, chunk in enumerate(chunks):
                     last = k == len(chunks) - 1
@@ -400,9 +507,12 @@ class Trainer:
                     if last and zero_sharded:  # DeepSpeed computes the norm inside its step
                         acc["grad_norm"] = self._grad_norm()
         total = distributed.all_reduce_sum([acc[k][i] for k in ("entropy", "kl", "clip", "mad", "lkl") for i in (0, 1)]
-                                           + [acc["tokens"], acc["loss"], acc["computed"]])
+                                           + [acc["tokens"], acc["loss"], acc["computed"]] + acc["dual"])
         ent, kl, clip, mad, lkl = [total[2 * i] / max(total[2 * i + 1], 1.0) for i in range(5)]
+        coefs = self.entropy.metrics()  # the coefficient this step used, before it moves
+        self.entropy.observe(ent)
         return {"entropy": ent, "kl": kl, "clip_frac": clip, "logprob_mad": mad, "logprob_kl": lkl,
+                "dual_clip_frac": total[13] / max(total[14], 1.0), **coefs,
                 "grad_norm": acc["grad_norm"], "ratio_max_dev": acc["ratio_dev"], "_train_tokens": total[10],
                 "loss": total[11] / max(self.n_mini, 1),
                 "micro_batches": sum(len(chunks) for chunks in plan),
@@ -470,22 +580,26 @@ class Trainer:
         if not chunk:
             return self._dummy_forward(model, temp).sum() * 0.0
         (ids, attn, tgt, mask), packed = self._inputs(batch, chunk)
+        ent_coef = self.entropy.applied  # algorithm.entropy_coef, or adaptive_entropy's value this step
         logp, ent_tok = self._forward(model, ids, attn, tgt, mask, temp, packed=packed,
-                                      entropy=first_pass or self.alg.entropy_coef > 0)
+                                      entropy=first_pass or ent_coef > 0)
         mask = mask * torch.tensor([float(batch.loss_mask[i]) for i in chunk], device=mask.device)[:, None]
         old = logp.detach() if old_lp is None else stack(old_lp, chunk, logp)
         adv = torch.tensor([batch.advantages[i] for i in chunk], dtype=logp.dtype, device=logp.device)
         clip = self.alg.clip
-        loss, ratio, clipped = algos.token_losses(logp, old, adv, clip_low=clip.low, clip_high=clip.high)
+        loss, ratio, clipped, capped = algos.token_losses(logp, old, adv, clip_low=clip.low, clip_high=clip.high,
+                                                          dual=clip.dual)
         valid = mask > 0
+        acc["dual"][0] += float((capped & valid).sum())
+        acc["dual"][1] += float(valid.sum())
         if ref_lp is not None:
             kl_tok = algos.kl_estimator(self.alg.kl.estimator)(logp, stack(ref_lp, chunk, logp))
             loss = loss + self.alg.kl.coef * kl_tok
             acc["kl"][0] += float((kl_tok.detach() * mask).sum())
             acc["kl"][1] += float(mask.sum())
         resp = response_mask(batch, chunk, logp)
-        if self.alg.entropy_coef > 0:
-            loss = loss - self.alg.entropy_coef * ent_tok
+        if ent_coef > 0:
+            loss = loss - ent_coef * ent_tok
         if first_pass:
             ent_sum = float((ent_tok.detach() * resp).sum())
             acc["entropy"][0] += ent_sum
@@ -523,23 +637,33 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- sync, health, saving
 
-    def _full_state_dict(self) -> dict[str, torch.Tensor]:
+    def _full_state_dict(self, *, merged: bool = True) -> dict[str, torch.Tensor]:
+        """The policy's whole state on every rank (ZeRO-3 gathers it). With LoRA and `merged`, the
+        base model's names and merged weights W + (alpha / rank)·B·A (what `model/` holds); without
+        `merged`, PEFT's own names (what `adapter/` is cut from)."""
         model = self.policy
         if self.cfg.deepspeed.zero_stage == 3:
             import deepspeed
             with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-                return {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return model.state_dict()
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state = model.state_dict()
+        if self.cfg.lora is not None and merged:
+            return lora.merged_state_dict(state, lora.scale(self.cfg.lora))
+        return state
 
     def _push_weights(self) -> None:
-        weightsync.push_weights(self.policy, self.engine, zero3=self.cfg.deepspeed.zero_stage == 3)
+        weightsync.push_weights(self.policy, self.engine, zero3=self.cfg.deepspeed.zero_stage == 3,
+                                lora_scale=lora.scale(self.cfg.lora) if self.cfg.lora is not None else None)
 
     def _check_health(self, m: dict[str, Any]) -> None:
+        """Rates are over every generated rollout; "never solves" reads the grader's score, since
+        with `reward_values` a training reward of 0 need not mean wrong (DAPO's -1/+1)."""
         h = self.alg.health
-        self.health["zero_reward"] = self.health["zero_reward"] + 1 if m["reward_mean"] == 0 else 0
+        self.health["zero_reward"] = self.health["zero_reward"] + 1 if m["accuracy_mean"] == 0 else 0
         self.health["all_zero_var"] = self.health["all_zero_var"] + 1 if m["zero_variance_frac"] == 1.0 else 0
         if h.max_zero_reward_steps and self.health["zero_reward"] >= h.max_zero_reward_steps:
-            raise TrainError(f"mean reward was 0 for {self.health['zero_reward']} steps in a row "
+            raise TrainError(f"mean accuracy (the grader's score) was 0 for {self.health['zero_reward']} steps in a row "
                              "(algorithm.health.max_zero_reward_steps): the policy never solves these prompts; "
                              "check the prompt template and answer extraction, or use easier data")
         if h.max_all_zero_variance_steps and self.health["all_zero_var"] >= h.max_all_zero_variance_steps:
@@ -559,27 +683,46 @@ class Trainer:
 
     def _save_checkpoint(self) -> None:
         state = {"step": self.step, "total_steps": self.total_steps, "sampler": self.sampler.state(),
-                 "temperature": self.temperature.state(), "health": self.health}
-        checkpoint.save(self.out / "checkpoints", self.step, self.ds, state, main=self.dist.main)
+                 "temperature": self.temperature.state(), "health": self.health, "entropy": self.entropy.state()}
+        checkpoint.save(self.out / "checkpoints", self.step, self.ds, state, main=self.dist.main,
+                        keep=self.alg.keep_checkpoints)
+
+    def _save_snapshot(self) -> None:
+        """The HF-format model at this step for its bench jobs (`evaluate_every`); every rank calls
+        it, since under ZeRO-3 the full weights are gathered collectively. With LoRA it holds the
+        merged weights, as `model/` does."""
+        state = self._full_state_dict(merged=True)
+        if self.dist.main:
+            checkpoint.save_snapshot(self.out, self.step, lora.base_model(self.policy), state, self.tokenizer,
+                                     TORCH_DTYPES[self.cfg.inference.dtype])
+        distributed.barrier()
 
     def finish(self) -> None:
         if self.step != self.total_steps:
             raise TrainError(f"stopped at step {self.step} of {self.total_steps}; the stage is not complete")
-        state = self._full_state_dict()
+        peft_state = self._full_state_dict(merged=False)
+        lora_cfg = self.cfg.lora
+        state = peft_state if lora_cfg is None else lora.merged_state_dict(peft_state, lora.scale(lora_cfg))
         if self.dist.main:
             final = self.out / "model"
             tmp = temp_path(final)
             shutil.rmtree(tmp, ignore_errors=True)
-            model = self.policy
-            model.config.use_cache = True
-            dtype = TORCH_DTYPES[self.cfg.inference.dtype]
-            model.save_pretrained(tmp, state_dict={k: v.to(dtype) for k, v in state.items()})
-            self.tokenizer.save_pretrained(tmp)
+            # LoRA: a plain HF model of the merged weights
+            checkpoint.write_model(tmp, lora.base_model(self.policy), state, self.tokenizer,
+                                   TORCH_DTYPES[self.cfg.inference.dtype])
             replace_dir_atomic(tmp, final)
+            if self.cfg.lora is not None:  # the adapter alone too, in PEFT's format, for users
+                tmp = temp_path(self.out / "adapter")
+                lora.save_adapter(self.policy, tmp, peft_state)
+                replace_dir_atomic(tmp, self.out / "adapter")
+            # every prompt's accuracy so far (earlier stages + this one), for a later stage's pruning
+            write_prompt_stats(self.out / STATS_FILE, merged_stats(self.earlier_stats, self.records,
+                                                                   self.sampler.accuracy))
             rewards = _metric_column(self.out / "metrics.jsonl", "reward_mean")
             write_json_atomic(self.out / "done.json", {
                 "stage": self.cfg.stage, "steps": self.step, "steps_asked": self.total_steps, "prompts": len(self.records),
-                "prompts_dropped_too_long": self.dropped_long, "reward_first": rewards[0] if rewards else None,
+                "prompts_dropped_too_long": self.dropped_long,
+                "prompts_dropped_above_accuracy": self.dropped_accurate, "reward_first": rewards[0] if rewards else None,
                 "reward_last": rewards[-1] if rewards else None, "model": "model"})
             self.tracker.summary({"reward_first": rewards[0] if rewards else None,
                                   "reward_last": rewards[-1] if rewards else None})
@@ -591,9 +734,11 @@ class Trainer:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _lr_lambda(opt: Optimizer, total_of):
-    """The schedule's factor at optimiser step `step`; `total_of()` gives the current total."""
-    warm, kind = opt.warmup_steps, opt.schedule
+def _lr_lambda(opt: Optimizer, total_of, per_batch: int):
+    """The schedule's factor at optimiser step `step`; `total_of()` gives the current total in
+    optimiser steps, `per_batch` the optimiser steps of one train step (`warmup_unit: batches`)."""
+    warm = opt.warmup_steps * (per_batch if opt.warmup_unit == "batches" else 1)
+    kind = opt.schedule
 
     def factor(step: int) -> float:
         total = total_of()
@@ -617,6 +762,15 @@ def _share(n: int, rank: int, world: int) -> tuple[int, int]:
 def _split(groups: list[list[int]], parts: int) -> list[list[list[int]]]:
     n = len(groups)
     return [groups[n * i // parts: n * (i + 1) // parts] for i in range(parts)]
+
+
+def _dataset_name(folder: str) -> str:
+    """The dataset an input data folder holds, as its job's done.json names it (curate: the dataset)."""
+    import json
+    done = Path(folder) / "done.json"
+    if not done.is_file():  # load_prompt_records names the missing input
+        return Path(folder).name
+    return str(json.loads(done.read_text(encoding="utf-8")).get("dataset", Path(folder).name))
 
 
 def _metric_column(path: Path, key: str) -> list[float]:

@@ -1,6 +1,6 @@
 """Pushing the policy's new weights into the rollout engine after every optimiser step.
 
-What: `push_weights(policy, engine, zero3=..., bucket_bytes=...)` sends every parameter (HF names)
+What: `push_weights(policy, engine, zero3=..., bucket_bytes=..., lora_scale=...)` sends every parameter (HF names)
 to `engine.push_weights`, and returns what it sent: tensors, buckets and the largest bucket's
 bytes. ZeRO 0-2: every rank holds the full 16/32-bit parameters, which go out as they are, as views
 (no copy). ZeRO-3: parameters are partitioned over the ranks, so they are gathered in buckets of
@@ -16,6 +16,11 @@ How: `deepspeed.zero.GatheredParameters(bucket, modifier_rank=None)` is collecti
 gathers the same buckets in the same order (names come from the same module tree), so the ranks
 never disagree on the calls. Tied parameters (embeddings = output layer) appear once
 (`named_parameters` deduplicates them); both engines tie them the same way.
+
+LoRA (`model.lora`, `grpo.lora`): the policy is a PEFT model whose names the engines do not know.
+Each LoRA layer's base weight, bias, A and B form one unit (gathered in the same bucket under
+ZeRO-3), and the engine receives W + (alpha / rank)·B·A under the base model's name, one layer at a
+time: the extra memory is one merged weight (plus the engine's own fused-layer buffering).
 """
 
 from __future__ import annotations
@@ -26,45 +31,71 @@ import torch
 
 from rlspec.compiler.memory import WEIGHT_SYNC_BUCKET as DEFAULT_BUCKET_BYTES  # the plan counts the same bucket
 
+from . import lora
+
 
 def _bytes(p: torch.Tensor) -> int:
     numel = getattr(p, "ds_numel", None)  # ZeRO-3: the full size; `numel()` is the local partition
     return (numel if numel is not None else p.numel()) * p.element_size()
 
 
-def buckets(named: list[tuple[str, torch.Tensor]], bucket_bytes: int) -> list[list[tuple[str, torch.Tensor]]]:
-    """Consecutive runs of parameters of at most `bucket_bytes` (a larger parameter alone)."""
-    out: list[list[tuple[str, torch.Tensor]]] = []
+def buckets(units: list[list[tuple[str, torch.Tensor]]], bucket_bytes: int) -> list[list[list[tuple[str, torch.Tensor]]]]:
+    """Consecutive runs of units (tensors read together) of at most `bucket_bytes` (a larger unit alone)."""
+    out: list[list[list[tuple[str, torch.Tensor]]]] = []
     size = 0
-    for name, p in named:
-        n = _bytes(p)
+    for unit in units:
+        n = sum(_bytes(p) for _, p in unit)
         if not out or size + n > bucket_bytes:
             out.append([])
             size = 0
-        out[-1].append((name, p))
+        out[-1].append(unit)
         size += n
     return out
 
 
 def push_weights(policy: torch.nn.Module, engine: Any, *, zero3: bool,
-                 bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> dict[str, int]:
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, lora_scale: float | None = None) -> dict[str, int]:
+    """Send the policy's weights to `engine` (see the module docstring). `lora_scale` (alpha / rank):
+    the policy is a PEFT LoRA model and the engine gets the merged weights under the base names."""
     named = list(policy.named_parameters())
-    if not zero3:
-        engine.push_weights((name, p.detach()) for name, p in named)
-        return {"tensors": len(named), "buckets": 1, "max_bucket_bytes": sum(_bytes(p) for _, p in named)}
-    parts = buckets(named, bucket_bytes)
-    engine.push_weights(_gathered(parts))
-    return {"tensors": len(named), "buckets": len(parts),
-            "max_bucket_bytes": max(sum(_bytes(p) for _, p in b) for b in parts)}
+    units = list(lora.groups(named)) if lora_scale is not None else [[pair] for pair in named]
+    parts = buckets(units, bucket_bytes) if zero3 else [units]
+    pairs = _gathered(parts) if zero3 else _plain(units)
+    if lora_scale is not None:
+        pairs = _merged(pairs, lora_scale)
+    sent = [0]
+
+    def counted():
+        for pair in pairs:
+            sent[0] += 1
+            yield pair
+    engine.push_weights(counted())
+    return {"tensors": sent[0], "buckets": len(parts),
+            "max_bucket_bytes": max(sum(_bytes(p) for u in b for _, p in u) for b in parts)}
 
 
-def _gathered(parts: list[list[tuple[str, torch.Tensor]]]):
+def _plain(units):
+    """ZeRO 0-2: every rank holds the full parameters; they go out as views (no copy)."""
+    for unit in units:
+        for name, p in unit:
+            yield name, p.detach()
+
+
+def _merged(pairs, scale: float):
+    """LoRA: each layer's base weight, bias, A and B (consecutive, one unit) merged into W + scale·B·A
+    under the base model's names, one layer at a time."""
+    for unit in lora.groups(pairs):
+        yield from lora.merge_group(unit, scale)
+
+
+def _gathered(parts: list[list[list[tuple[str, torch.Tensor]]]]):
     """Each bucket gathered, copied out and released before its pairs are handed on: the engine
     may keep a tensor until its fused layer is complete (vLLM's layer-wise reload), and a gathered
     parameter's storage goes back to its partition when the gather ends. The engine reads the
     whole iterator, so every rank gathers every bucket, in the same order."""
     import deepspeed
     for bucket in parts:
-        with deepspeed.zero.GatheredParameters([p for _, p in bucket], modifier_rank=None):
-            copies = [(name, p.data.detach().clone()) for name, p in bucket]
+        params = [p for unit in bucket for _, p in unit]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            copies = [(name, p.data.detach().clone()) for unit in bucket for name, p in unit]
         yield from copies

@@ -4,6 +4,8 @@
                         funnels, unfinished jobs) from the build folder
   summary.py            the numbers: per cell, stage and benchmark; the best cell (summary.json)
   figures.py            the matplotlib figures
+  checkpoints.py        every evaluated checkpoint on one step axis; the best per benchmark
+  samples.py            the rollout samples: read them, the HTML sample browser
   render.py             index.html, README.md and summary.json
   tracking_summary.py   the W&B summary run
 

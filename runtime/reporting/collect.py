@@ -2,7 +2,8 @@
 
 What: `collect(build, folders, ...) -> Results`: per job folder `results/<kind>/<id>/`, bench
 `results.json` (finished jobs only), train `metrics.jsonl` rows and `done.json` (an unfinished stage
-still shows its curve so far), curate/filter `funnel.json`; each bench job's `k` from its job file;
+still shows its curve so far) and the rollout samples of `samples.jsonl` (`samples.read_samples`),
+curate/filter `funnel.json`; each bench job's `k` from its job file;
 and the jobs without `done.json`, which the report lists as missing.
 
 Why: a half-finished grid should already show what it has, so nothing here fails on a missing or
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlspec.runtime.metricsfile import scan_metrics
+from rlspec.runtime.reporting.samples import read_samples
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Results:
     bench: dict[str, dict] = field(default_factory=dict)  # finished bench jobs: results.json
     train: dict[str, dict] = field(default_factory=dict)  # train id -> {"rows": [...], "done": {...} | None}
     funnels: dict[str, dict] = field(default_factory=dict)  # curate/filter id -> funnel.json
+    samples: dict[str, dict] = field(default_factory=dict)  # train id -> {"rows": [...], "total": n, "stride": k}
     missing: list[dict] = field(default_factory=list)  # jobs without done.json: kind, id, label
     warnings: list[str] = field(default_factory=list)  # unreadable files, said in the report
 
@@ -63,6 +66,9 @@ def collect(build: Path, folders: list[str], *, name: str, cells: list[dict], me
             rows = _read_jsonl(path / "metrics.jsonl", res)
             if rows or done is not None:  # an unfinished stage still shows its curve so far
                 res.train[jid] = {"rows": rows, "done": done}
+            found_samples = read_samples(path / "samples.jsonl", res.warnings)
+            if found_samples["rows"]:
+                res.samples[jid] = found_samples
         elif kind in ("curate", "filter"):
             funnel = _read_json(path / "funnel.json", res)
             if funnel is not None and funnel.get("steps") is not None:

@@ -6,6 +6,9 @@ their paths relative to the report folder:
                         the steps of all stages laid end to end, stage boundaries dashed, one line
                         per cell
   benchmarks.png        headline score per stage, one line per cell, published numbers as lines
+  benchmark_steps.png   per benchmark, headline score ± stderr at every evaluated checkpoint (the
+                        initial model, snapshots inside stages, stage ends) against the run's step,
+                        stage boundaries dashed and named, one line per cell, the best checkpoint starred
   funnel_*.png          records kept after each filter, one per curated or filtered dataset
   ablation_*.png        per grid axis with more than one value, final score against the value
 
@@ -22,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rlspec.runtime.reporting.checkpoints import run_checkpoints, score, stage_starts
 from rlspec.runtime.reporting.collect import Results
 from rlspec.runtime.reporting.summary import final_value
 
@@ -40,6 +44,7 @@ def draw_figures(res: Results, summary: dict[str, Any], folder: Path) -> list[st
     made = []
     for name, fig in [("training_curves.png", fig_training(plt, res)),
                       ("benchmarks.png", fig_benchmarks(plt, summary)),
+                      ("benchmark_steps.png", fig_checkpoints(plt, summary)),
                       *[(f"funnel_{slug(f['dataset'])}_{jid[:8]}.png", fig_funnel(plt, f, res.labels.get(jid, jid)))
                         for jid, f in res.funnels.items()],
                       *[(f"ablation_{slug(axis)}.png", fig_ablation(plt, summary, axis))
@@ -95,18 +100,28 @@ def fig_training(plt, res: Results):
             if xs:  # cells share early stages, so their lines coincide there: styles keep each visible
                 ax.plot(xs, ys, color=color, label=cell["label"], linewidth=1.3,
                         linestyle=STYLES[i % len(STYLES)])
-        for x, name in sorted(bounds_seen.items()):
-            if x > 0.5:
-                ax.axvline(x, color="0.5", linestyle="--", linewidth=0.8)
-            ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom", color="0.35")
+        stage_boundaries(ax, bounds_seen)
         ax.set_title(title, fontsize=10, pad=14)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
+    legend_below(fig, axes.flat[0], 4)
     return fig
+
+
+def stage_boundaries(ax, starts: dict[float, str]) -> None:
+    """Each stage's name where it starts, and a dashed line where one stage gives way to the next."""
+    for n, (x, name) in enumerate(sorted(starts.items())):
+        if n > 0:
+            ax.axvline(x, color="0.5", linestyle="--", linewidth=0.8)
+        ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom", color="0.35")
+
+
+def legend_below(fig, ax, columns: int) -> None:
+    """One legend for the figure, from `ax`'s labelled lines, under the plots."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), columns), fontsize=8)
 
 
 def fig_benchmarks(plt, summary: dict[str, Any]):
@@ -138,9 +153,39 @@ def fig_benchmarks(plt, summary: dict[str, Any]):
         ax.set_title(f"{b}: {metric} (%)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
+    legend_below(fig, axes[0][0], 4)
+    return fig
+
+
+def fig_checkpoints(plt, summary: dict[str, Any]):
+    """Per benchmark, the headline score at every evaluated checkpoint against the run's step."""
+    benches = {b: info["headline"] for b, info in summary["benchmarks"].items()
+               if any(score(p, b, info["headline"]) for c in summary["cells"] for p in run_checkpoints(c))}
+    if not benches:
+        return None
+    fig, axes = plt.subplots(1, len(benches), figsize=(5.5 * len(benches), 3.8), constrained_layout=True,
+                             squeeze=False)
+    colors = _colors(plt, len(summary["cells"]))
+    for ax, (b, metric) in zip(axes[0], benches.items()):
+        starts: dict[int, str] = {}
+        for i, (color, cell) in enumerate(zip(colors, summary["cells"])):
+            for x, name in stage_starts(cell):
+                starts.setdefault(x, name)
+            pts = [(p["run_step"], found) for p in run_checkpoints(cell) if (found := score(p, b, metric))]
+            if pts:
+                ax.errorbar([x for x, _ in pts], [f["value"] for _, f in pts], yerr=[f["stderr"] for _, f in pts],
+                            marker="o", capsize=3, color=color, label=cell["label"], linewidth=1.2, markersize=4,
+                            linestyle=STYLES[i % len(STYLES)])
+        win = summary["best_checkpoints"].get(b)
+        if win is not None:
+            ax.plot([win["run_step"]], [win["value"]], marker="*", markersize=14, color="gold",
+                    markeredgecolor="0.2", linestyle="none", label="best", zorder=5)
+        stage_boundaries(ax, starts)
+        ax.set_title(f"{b}: {metric} (%)", fontsize=10, pad=14)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    legend_below(fig, axes[0][0], 5)
     return fig
 
 

@@ -1,9 +1,11 @@
 """The report's pages: index.html, README.md and summary.json, with numbers formatted once, here.
 
 What: `write_pages(out, results, summary)` writes summary.json, index.html (results table with
-the best cell highlighted and published reference rows, training table, figures, curation
-funnels, unfinished jobs, warnings) and README.md (the same in Markdown). The table builders
-(`result_rows`, `train_rows`, `funnel_rows`) are shared with the W&B summary run.
+the best cell highlighted and published reference rows, the best checkpoint per benchmark and every
+evaluated checkpoint against the step, training table, figures, the sample browser, curation
+funnels, unfinished jobs, warnings) and README.md (the same in Markdown, with sample counts instead
+of the browser). The table builders (`result_rows`, `train_rows`, `funnel_rows`, `best_rows`,
+`checkpoint_rows`) are shared with the W&B summary run.
 
 Why: one set of table rows for every output keeps HTML, Markdown and W&B showing the same cells.
 
@@ -20,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from rlspec.runtime.atomic import write_json_atomic, write_text_atomic
+from rlspec.runtime.reporting.checkpoints import run_checkpoints, score
 from rlspec.runtime.reporting.collect import Results
+from rlspec.runtime.reporting.samples import CSS as SAMPLES_CSS
+from rlspec.runtime.reporting.samples import outcome_rows, samples_html
 
 
 def write_pages(out: Path, results: Results, summary: dict[str, Any]) -> None:
@@ -86,6 +91,48 @@ def train_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def best_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per benchmark, the best checkpoint of the run: where it is (cell, stage, step into the stage
+    and since the run began) and the model folder, relative to the build folder."""
+    header = ["benchmark", "metric", "value", "cell", "stage", "step", "run step", "model", "ties"]
+    rows = [[b, w["metric"], fmt(w), w["cell"], w["stage"], str(w["step"]) + ("" if w["end"] else " (inside)"),
+             str(w["run_step"]), w["model"] or "–", f"{w['ties']} of {w['checkpoints']}"]
+            for b, w in summary["best_checkpoints"].items()]
+    return header, rows
+
+
+def checkpoint_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict]]:
+    """Every evaluated checkpoint (initial, inside stages, stage ends) with each benchmark's headline
+    score; the best checkpoint per benchmark highlighted."""
+    benches = {b: info["headline"] for b, info in summary["benchmarks"].items()}
+    header = ["cell", "stage", "step", "run step"] + [f"{b} {m}" for b, m in benches.items()]
+    rows = []
+    for cell in summary["cells"]:
+        for p in run_checkpoints(cell):
+            texts = [cell["label"], p["stage"], str(p["step"]) + ("" if p["end"] else " (inside)"), str(p["run_step"])]
+            best = []
+            for i, (b, m) in enumerate(benches.items()):
+                entry = p["benchmarks"].get(b)
+                texts.append("not run" if entry is None else (fmt(score(p, b, m)) if entry["done"] else "missing"))
+                win = summary["best_checkpoints"].get(b)
+                if win is not None and entry is not None and win["job"] == entry["job"] and win["cell"] == cell["label"]:
+                    best.append(4 + i)
+            rows.append({"cells": texts, "best": best, "kind": "result"})
+    return header, rows
+
+
+def has_inside_evaluations(summary: dict[str, Any]) -> bool:
+    return any(s.get("evaluations") for c in summary["cells"] for s in c["stages"])
+
+
+def cells_of_train_jobs(res: Results) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for cell in res.cells:
+        for stage in cell["stages"]:
+            out.setdefault(stage["train"], []).append(cell["label"])
+    return out
+
+
 def funnel_rows(funnel: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["#", "filter", "in", "kept", "dropped", "top reasons"]
     rows = [["", "sources", "", str(funnel["input"]), "", ""]]
@@ -108,7 +155,7 @@ tr.reference td { color: #555; font-style: italic; background: #fafafa; }
 .ok { background: #e8f5e9; border: 1px solid #9ccc65; padding: 0.6em 1em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
-"""
+""" + SAMPLES_CSS
 
 
 BEST = ' class="best"'
@@ -146,6 +193,7 @@ def render_html(res: Results, summary: dict[str, Any]) -> str:
              "reference rows are published numbers.</p>",
              _html_table(header, rows)]
     parts += [_figure(f, "score per stage") for f in figures if f.endswith("benchmarks.png")]
+    parts += _checkpoints_html(summary)
     parts += ["<h2>Training</h2>", _html_table(theader, trows) if trows else "<p>No training stages.</p>"]
     parts += [_figure(f, "training curves; dashed lines mark stage boundaries") for f in figures
               if f.endswith("training_curves.png")]
@@ -153,6 +201,7 @@ def render_html(res: Results, summary: dict[str, Any]) -> str:
     if ablations:
         parts.append("<h2>Ablations</h2>")
         parts += [_figure(f, "final score against the grid axis value") for f in ablations]
+    parts.append(samples_html(res.samples, cells_of_train_jobs(res), res.labels))
     parts.append("<h2>Curation</h2>")
     if not res.funnels:
         parts.append("<p>No curation funnels yet.</p>")
@@ -165,6 +214,21 @@ def render_html(res: Results, summary: dict[str, Any]) -> str:
                      + "</ul>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _checkpoints_html(summary: dict[str, Any]) -> list[str]:
+    bheader, brows = best_rows(summary)
+    parts = ["<h2>Checkpoints</h2>",
+             "<p>The best checkpoint per benchmark over the whole run (headline metric; a tie goes to the earliest, "
+             "and <i>ties</i> counts the other scored checkpoints with the same value), with its model folder in the "
+             "build folder; “inside” marks a snapshot within a stage (<code>evaluate_every</code>).</p>",
+             _html_table(bheader, brows) if brows else "<p>No benchmark has finished yet.</p>"]
+    parts += [_figure(f, "score at every evaluated checkpoint against the step; dashed lines mark stage boundaries, "
+                      "the star the best checkpoint") for f in summary["figures"] if f.endswith("benchmark_steps.png")]
+    if has_inside_evaluations(summary):
+        header, rows = checkpoint_rows(summary)
+        parts.append(_html_table(header, rows))
+    return parts
 
 
 def _figure(path: str, caption: str) -> str:
@@ -203,10 +267,21 @@ def render_markdown(res: Results, summary: dict[str, Any]) -> str:
     out += ["## Results", "", "Percent ± standard error across problems; `initial` is the model before RL; **bold**: "
             "best cell per benchmark; *italic*: published reference numbers.", "", _md_table(header, rows), ""]
     out += images(lambda f: f.endswith("benchmarks.png"))
+    bheader, brows = best_rows(summary)
+    out += ["## Checkpoints", "", "Best checkpoint per benchmark over the whole run (headline metric; a tie goes to "
+            "the earliest; *ties*: other scored checkpoints with the same value); *inside*: a snapshot within a stage "
+            "(`evaluate_every`).", "",
+            _md_table(bheader, brows) if brows else "No benchmark has finished yet.", ""]
+    out += images(lambda f: f.endswith("benchmark_steps.png"))
+    if has_inside_evaluations(summary):
+        out += [_md_table(*checkpoint_rows(summary)), ""]
     out += ["## Training", "", _md_table(theader, trows) if trows else "No training stages.", ""]
     out += images(lambda f: f.endswith("training_curves.png"))
     if any("/ablation_" in f for f in figures):
         out += ["## Ablations", ""] + images(lambda f: "/ablation_" in f)
+    sheader, srows = outcome_rows(res.samples)
+    out += ["## Samples", "", "Rollout samples per stage and outcome (index.html has them to read, by outcome and "
+            "stage).", "", _md_table(sheader, srows) if srows else "No rollout samples yet.", ""]
     out += ["## Curation", ""]
     for jid, funnel in res.funnels.items():
         fh, fr = funnel_rows(funnel)

@@ -1,8 +1,10 @@
 """summary.json: the report's numbers, in one shape for HTML, Markdown, W&B and scripts.
 
 What: `summarise(results)` turns collected results into per cell, per stage (the initial model
-included), per benchmark: metric, value, stderr; per training stage: steps and first/last reward
-mean; per benchmark the best cell (`best_cells`).
+included), per benchmark: metric, value, stderr, and the same for the stage's snapshots inside it
+(`evaluations`, from `evaluate_every`) with the model folder each evaluated; per training stage:
+steps and first/last reward mean; per benchmark the best cell at its last stage (`best_cells`) and
+the best checkpoint anywhere in the run (`checkpoints.best_checkpoints`).
 
 Why: the pages, the figures and the W&B run all show the same numbers, so they are computed once,
 here, and everything downstream formats or draws them.
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlspec.runtime.metrics import metric_name
+from rlspec.runtime.reporting.checkpoints import best_checkpoints
 from rlspec.runtime.reporting.collect import Results
 
 INITIAL = "initial"  # the stage name of the model before RL
@@ -33,21 +36,42 @@ def summarise(res: Results) -> dict[str, Any]:
     for cell in res.cells:
         stages = []
         for name, bench_ids, layout in stage_rows(cell):
-            entry: dict[str, Any] = {"stage": name, "benchmarks": {}}
-            for b, jid in bench_ids.items():
-                found = res.bench.get(jid)
-                metrics = {m["name"]: {"value": m["value"], "stderr": m["stderr"]}
-                           for m in found["metrics"].values()} if found else {}
-                entry["benchmarks"][b] = {"job": jid, "done": found is not None, "metrics": metrics}
+            entry: dict[str, Any] = {"stage": name, "benchmarks": bench_entries(res, bench_ids),
+                                     "model": evaluated_model(res, bench_ids)}
             if layout is not None:
                 entry["train"] = train_summary(res, layout["train"])
+                entry["evaluations"] = [{"step": ev["step"], "model": ev["model"],
+                                         "benchmarks": bench_entries(res, ev["bench"])}
+                                        for ev in layout["evaluations"]]
             stages.append(entry)
         cells.append({"label": cell["label"], "values": cell["values"], "stages": stages})
     summary = {"name": res.name, "unit": "percent", "benchmarks": benches, "cells": cells,
                "references": res.references, "missing": res.missing, "complete": not res.missing,
                "warnings": res.warnings}
     summary["best"] = best_cells(summary)
+    summary["best_checkpoints"] = best_checkpoints(summary)
     return summary
+
+
+def bench_entries(res: Results, bench_ids: dict[str, str]) -> dict[str, dict]:
+    """Per benchmark: its bench job, whether it finished, and its metrics by name (empty until done)."""
+    out = {}
+    for b, jid in bench_ids.items():
+        found = res.bench.get(jid)
+        metrics = {m["name"]: {"value": m["value"], "stderr": m["stderr"]}
+                   for m in found["metrics"].values()} if found else {}
+        out[b] = {"job": jid, "done": found is not None, "metrics": metrics}
+    return out
+
+
+def evaluated_model(res: Results, bench_ids: dict[str, str]) -> str | None:
+    """The model folder a stage's end (or the initial model) was benchmarked on, as its finished
+    bench jobs recorded it (`results.json` `model`: the input job's folder); None before any finished."""
+    for jid in bench_ids.values():
+        found = res.bench.get(jid)
+        if found is not None and found.get("model"):
+            return f"{found['model']}/model"
+    return None
 
 
 def _metric_label(res: Results, bench: str, metric: str) -> str:

@@ -42,6 +42,7 @@ class SamplingParams:
     `seed=None` draws from the engine's own random stream (seeded once at construction), so two
     calls give different samples; an int makes the call reproducible on its own.
     `ignore_eos` keeps generating past EOS (benchmarks use it to fix the lengths).
+    `stop` strings end a sample at the first one generated (see `Sample` for what is kept).
     """
 
     n: int
@@ -82,7 +83,14 @@ class Sample:
     """One generated answer. `logprobs[i]` is log p(token_ids[i]) under the *sampling*
     distribution (after temperature, top-k and top-p; at temperature 0, the model's untempered
     distribution). A stop token, if any, is the last id and has its log-prob; `text` is the
-    decoded ids without special tokens."""
+    decoded ids without special tokens.
+
+    A stop string ends the sample at the token where the decoded response first contains it:
+    `finish_reason` is "stop", the stop string stays in `text` (a grader of `<answer>...</answer>`
+    needs the closing tag), and `token_ids` / `logprobs` end with the token that completed it, so the
+    trainer learns from exactly the tokens that produced the text. That last token may carry a few
+    characters past the stop string; `text` ends at the stop string (vLLM's
+    `include_stop_str_in_output` text), so it is the decoded ids cut after the stop string."""
 
     token_ids: list[int]
     logprobs: list[float]
@@ -165,7 +173,7 @@ class Engine(abc.ABC):
         ids = self.encode(prompts, sampling.max_tokens)
         raw = self._generate(ids, sampling)
         texts = self.tokenizer.batch_decode([s.token_ids for g in raw for s in g], skip_special_tokens=True)
-        text_iter = iter(texts)
+        text_iter = iter(cut_after_stop(t, sampling.stop) for t in texts)
         groups = [[Sample(s.token_ids, s.logprobs, s.finish_reason, next(text_iter)) for s in g] for g in raw]
         timing = Timing(
             prompt_tokens=sum(len(p) for p in ids) * sampling.n,
@@ -194,6 +202,15 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def cut_after_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to and including its first stop string (the one that starts first), else unchanged."""
+    found = [(i, len(s)) for s in stop if (i := text.find(s)) >= 0]
+    if not found:
+        return text
+    start, length = min(found)
+    return text[: start + length]
 
 
 def named_tensor_iter(named_tensors) -> Iterator[tuple[str, object]]:

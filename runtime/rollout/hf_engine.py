@@ -57,7 +57,11 @@ class _Sampler:
 
 
 class _StopTracker:
-    """Stopping criterion that records, per row, how many tokens it generated before stopping."""
+    """Stopping criterion that records, per row, how many tokens it generated before stopping.
+
+    A row stops on a stop id, or at the token after which the decoded text of its last `tail` tokens
+    (enough to hold the longest stop string, whichever tokens it spans) first contains a stop
+    string, as vLLM's detokenizer checks; that token is kept (`Sample` says what the text keeps)."""
 
     def __init__(self, rows: int, prompt_width: int, stop_ids: list[int], stop: tuple[str, ...], tokenizer):
         self.prompt_width = prompt_width

@@ -79,3 +79,12 @@ def test_from_scratch_llama_with_chat_template_is_not_refused(write_spec):
   prompt: {use_chat_template: true}
 """)
     assert issues_of(write_spec, text) == {}
+
+
+@pytest.mark.parametrize("group, bad", [("{name}-{stage}", "{stage}"), ("{name}-{cell}-{seed}", "{seed}")])
+def test_tracking_group_names_only_its_placeholders(write_spec, group, bad):
+    text = MINI + f'tracking:\n  group: "{group}"\n'
+    line, msg = issues_of(write_spec, text)[("tracking", "group")]
+    assert line == line_of(text, "group:")
+    assert f"{bad} is not a placeholder of tracking.group" in msg and "use `{name}`" in msg
+    assert issues_of(write_spec, MINI + 'tracking:\n  group: "{name}/{cell}"\n') == {}

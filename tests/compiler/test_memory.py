@@ -379,3 +379,80 @@ def test_plan_says_why_a_job_is_not_estimated(write_spec):
     assert by_label["train s1"]["memory"]["estimated"] is False
     assert "'org/model' is not in the shipped table" in by_label["train s1"]["memory"]["reason"]
     assert "runs on CPU" in by_label["bench held @ initial"]["memory"]["reason"]
+
+
+# ------------------------------------------------------------------------------------------ LoRA
+
+
+def test_lora_trains_the_adapter_only_and_keeps_the_frozen_weights():
+    """Rank 16 on q_proj and v_proj of SHAPE's 32 layers: A and B per layer are 16 x (4096 + 4096)
+    and 16 x (4096 + 1024) = 212,992 parameters, 6,815,744 in all. Gradients, AdamW states and the
+    gradient-reduce bucket shrink to the adapter's; the base weights stay (plus the adapter)."""
+    lora = memory.LoraShape(rank=16, dropout=False, modules=((4096, 4096), (4096, 1024)))
+    a = lora.params(32)
+    assert a == 32 * 16 * (4096 + 4096 + 4096 + 1024) == 6_815_744
+    p = 1_000_000_000
+    full, adapted = memory.train_estimate(train(zero_stage=1)), memory.train_estimate(train(zero_stage=1, lora=lora))
+    assert gib(adapted.parts, "weights") == 2 * (p + a)
+    assert (gib(adapted.parts, "gradients"), gib(adapted.parts, "optimizer")) == (2 * a, 12 * a / 8)
+    assert gib(adapted.parts, "zero_buffers") == 2 * a  # the reduce bucket holds no more than the adapter
+    assert adapted.details["trainable_params"] == a and full.details["trainable_params"] == p
+    assert full.total - adapted.total > (2 * p + 12 * p / 8 - 14 * a) / GIB * 0.99  # ~3.3 GiB saved
+    # ZeRO-3 still partitions the (frozen) weights; ZeRO-2 the adapter's gradients
+    assert gib(memory.train_estimate(train(zero_stage=3, lora=lora)).parts, "weights") == 2 * (p + a) / 8
+    assert gib(memory.train_estimate(train(zero_stage=2, lora=lora)).parts, "gradients") == 2 * a / 8
+
+
+def test_lora_adds_its_saved_activations_and_one_merged_weight_to_the_push():
+    """Per token and layer: A's output (rank values) per target, and with dropout the dropped input
+    (in x (b + 1) bytes); the weight push merges one layer at a time: in x out x (4 + 4 + b) bytes."""
+    lora = memory.LoraShape(rank=16, dropout=False, modules=((4096, 4096), (4096, 1024)))
+    assert lora.bytes_per_token(2) == 2 * 16 * 2
+    assert memory.LoraShape(16, True, lora.modules).bytes_per_token(2) == 2 * 16 * 2 + 2 * 4096 * 3
+    t = train(micro_batch_size=1, lora=lora)
+    base = memory.layer_bytes_per_token(SHAPE, "bfloat16", masked=False)
+    tokens = memory.micro_batch_tokens(t)[0]
+    expected = SHAPE.layers * tokens * (base + 64) + tokens * SHAPE.hidden * (4 + 3 * 2)
+    assert gib(memory.train_estimate(t).parts, "activations") == pytest.approx(expected)
+    assert memory.train_estimate(t).details["weight_sync_gib"] == round(4096 * 4096 * 10 / GIB, 2)
+
+
+def test_plan_counts_lora_and_its_adapter_off_reference(write_spec):
+    """`model.lora` in a spec: the plan's train estimate trains the adapter only, and with KL against
+    the stage's input there is no reference model (the policy with its adapter off); against the
+    run's initial model there is. Unknown target names are not estimated, with the reason."""
+    lora = "  lora: {rank: 16, alpha: 32, target_modules: [q_proj, k_proj, v_proj, o_proj]}\n"
+    # 141 GB (an H200): a full reference model beside the 7B spec's engine would not fit 80 GB
+    base = (f"extends: {SEVEN_B}\nalgorithm:\n  micro_batch_size: 1\n  kl: {{coef: 0.001}}\n"
+            "resources:\n  train: {gpu_mem_gb: 141}\n")
+
+    def train_memory(text):
+        path = write_spec(text)
+        data = plan_data(build_plan(check_file(path).cells, path.parent), path.parent)
+        return {j["label"]: j for j in data["jobs"]}["train math-8k"]["memory"]
+    full = train_memory(base)
+    adapted = train_memory(base + "model:\n" + lora)
+    # Qwen2.5-7B: 28 layers x 16 x ((3584 + 3584) + 2 x (3584 + 512) + (3584 + 3584)) = 10,092,544
+    assert adapted["details"]["trainable_params"] == 28 * 16 * (2 * 7168 + 2 * 4096) == 10_092_544
+    assert "reference_model" in full["parts_gib"] and "reference_model" not in adapted["parts_gib"]
+    assert adapted["parts_gib"]["optimizer"] < 0.01 < full["parts_gib"]["optimizer"]
+    initial = train_memory(base.replace("coef: 0.001", "coef: 0.001, reference: initial") + "model:\n" + lora)
+    assert "reference_model" in initial["parts_gib"]
+    # PEFT matches the end of a module's name: a longer suffix of a projection is the same layer
+    same = train_memory(base + "model:\n" + lora.replace("o_proj", "self_attn.o_proj"))
+    assert same["details"]["trainable_params"] == adapted["details"]["trainable_params"]
+
+
+def test_check_refuses_lora_targets_that_are_not_projections(write_spec):
+    """The output layer (tied to the embeddings in small models) and embeddings have no merged
+    linear weight the engines load; the check says so at the name, listing the projections."""
+    text = (f"extends: {SEVEN_B}\nalgorithm:\n  micro_batch_size: 1\nmodel:\n"
+            "  lora:\n    rank: 8\n    alpha: 16\n    target_modules: [q_proj, lm_head, embed_tokens]\n")
+    _, errors = checked(write_spec, text)
+    found = {e.path: e for e in errors if e.path[:2] == ("model", "lora")}
+    assert list(found) == [("model", "lora", "target_modules", 1), ("model", "lora", "target_modules", 2)]
+    msg = found[("model", "lora", "target_modules", 1)].message
+    assert "'lm_head' is not a linear projection" in msg and "DeepSeek-R1-Distill-Qwen-7B" in msg
+    assert "use some of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" in msg
+    assert found[("model", "lora", "target_modules", 1)].loc.line == text.splitlines().index(
+        "    target_modules: [q_proj, lm_head, embed_tokens]") + 1

@@ -50,9 +50,9 @@ def test_close_typo_gets_a_guess(write_spec, capsys):
 
 
 def test_unrelated_key_gets_no_guess_but_the_valid_keys(write_spec, capsys):
-    msg = one(write_spec, capsys, MINI + "rollout:\n  stop: ['</s>']\n", "rollout.stop")
-    assert "did you mean" not in msg  # 'stop' shares letters with 'top_p' but is not a typo of it
-    assert "valid keys here: engine, hf, max_prompt_tokens, temperature, top_k, top_p, vllm" in msg
+    msg = one(write_spec, capsys, MINI + "rollout:\n  tp: 2\n", "rollout.tp")
+    assert "did you mean" not in msg  # 'tp' shares letters with 'top_p' but is not a typo of it
+    assert "valid keys here: engine, hf, max_prompt_tokens, stop, temperature, top_k, top_p, vllm" in msg
 
 
 def test_key_of_another_block_says_where_it_belongs(write_spec, capsys):
@@ -80,8 +80,8 @@ def test_key_of_another_block_says_where_it_belongs(write_spec, capsys):
     ("rollout", "tensor_model_parallel_size", "2", "rlspec's is `rollout.vllm.tensor_parallel_size`: write "
      "`vllm: {tensor_parallel_size: 2}` here"),
     ("rollout", "max_prompt_length", "512", "rlspec's is `rollout.max_prompt_tokens`: write `max_prompt_tokens: 512` here"),
-    ("algorithm", "clip_ratio_c", "3.0", "veRL's name; it bounds the ratio of negative-advantage tokens (dual-clip PPO), "
-     "which rlspec does not have yet (a planned knob); remove the key"),
+    ("algorithm", "clip_ratio_c", "3.0", "veRL's name; rlspec's is `algorithm.clip.dual`: write `clip: {dual: 3.0}` here"),
+    ("algorithm", "lr_warmup_steps", "10", "veRL counts it in batches (train steps): add `warmup_unit: batches`"),
     ("algorithm", "use_kl_loss", "true", "the KL loss is on exactly when `algorithm.kl.coef` > 0"),
 ])
 def test_foreign_keys_point_at_rlspec_names(write_spec, capsys, block, key, value, expected):
@@ -134,7 +134,7 @@ def test_foreign_table_targets_exist():
      ["expected true or false (Drop from later epochs", "got the text 'maybe'", "write e.g. `filter_solved: false`"]),
     ("description: 3\n", "description", ["expected a text", "got 3", 'write e.g. `description: "3"`']),
     ("tracking: {tags: nightly}\n", "tracking.tags", ["expected a list (Extra tags", "write e.g. `tags: [nightly]`"]),
-    ("algorithm:\n  kl: 0.1\n", "algorithm.kl", ["expected a map of keys (coef, estimator)", "got 0.1",
+    ("algorithm:\n  kl: 0.1\n", "algorithm.kl", ["expected a map of keys (coef, estimator, reference)", "got 0.1",
                                                   "write e.g. `kl: {coef: 0.1}`"]),
     ("algorithm:\n  loss_agg: mean\n", "algorithm.loss_agg",
      ["'mean' is not allowed; use 'token_mean', 'seq_mean_token_mean' or 'seq_mean_token_sum_norm'",

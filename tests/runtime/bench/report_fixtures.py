@@ -3,8 +3,10 @@ each job kind writes, generated here instead of trained (a real grid would take 
 
 The outputs follow the job contracts: bench results come from `rlspec.runtime.bench.score` itself
 (fed with real `Sample` and `Grade` objects), funnels from `runtime.data.funnel.funnel_json`, and
-training rows carry every key the trainer logs. Values are deterministic functions of the cell
-and stage, so tests can predict them (`bench_accuracy`, `reward_at`).
+training rows carry every key the trainer logs, and `samples.jsonl` rows every key of the samples
+contract (helper-written stand-ins for the trainer's rollouts: fixed text, outcomes in a cycle).
+Values are deterministic functions of the cell, stage and (for snapshots inside a stage) step, so
+tests can predict them (`bench_accuracy`, `reward_at`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ tracking: {backend: wandb, project: rlspec-test, mode: offline}
 """
 
 STAGES = {"initial": 0, "s1": 1, "s2": 2}
+OUTCOMES = ("correct", "wrong", "truncated", "error")
+SAMPLE_EVERY, SAMPLES_PER_STEP = 2, 4
 TRAIN_KEYS = ("epoch", "response_len_max", "group_size", "zero_variance_frac", "kl", "clip_frac", "grad_norm", "lr",
               "logprob_mad", "logprob_kl", "rollout_tokens_per_s", "train_tokens_per_s", "time_generate_s",
               "time_grade_s", "time_train_s")
@@ -79,10 +83,16 @@ def cell_of(build: Path, jid: str) -> int:
     return context(build)["jobs"][jid]["cells"][-1]
 
 
-def bench_accuracy(cell: int, stage: str, problem: int, sample: int) -> bool:
-    """Which samples are right: more after each stage, and cell 1 learns more in s2."""
-    solved = STAGES[stage] + (cell if stage == "s2" else 0)
+def bench_accuracy(cell: int, stage: str, problem: int, sample: int, step: int | None = None) -> bool:
+    """Which samples are right: more after each stage, and cell 1 learns more in s2; a snapshot at
+    `step` inside a stage (`evaluate_every`) solves STAGES[stage] - 1 + step of 4, so a late
+    snapshot can beat its stage's end."""
+    solved = STAGES[stage] + (cell if stage == "s2" else 0) if step is None else min(4, STAGES[stage] - 1 + step)
     return (problem + sample) % 4 < solved
+
+
+def sample_outcome(step: int, i: int) -> str:
+    return OUTCOMES[(step + i) % len(OUTCOMES)]
 
 
 def reward_at(cell: int, stage_index: int, step: int) -> float:
@@ -101,11 +111,11 @@ def fill(build: Path, skip: set[str] = frozenset()) -> None:
 
 
 def write_bench(job, out: Path, cell: int) -> None:
-    stage = job.label.split("@ ")[-1]
+    stage = job.label.split("@ ")[-1].split(" step ")[0]
     problems = [{"id": f"p{i}"} for i in range(5)]
     samples, grades = [], []
     for p in range(len(problems)):
-        ok = [bench_accuracy(cell, stage, p, s) for s in range(job.config.k)]
+        ok = [bench_accuracy(cell, stage, p, s, job.config.step) for s in range(job.config.k)]
         samples.append([Sample([1] * 10, [0.0] * 10, "stop", "x") for _ in ok])
         grades.append([Grade(1.0, "correct", answer="7") if o else Grade(0.0, "wrong", answer=str(p)) for o in ok])
     results = bench.score(job, problems, samples, grades, {}, {"load_s": 1.0, "generate_s": 2.0}, 3.0)
@@ -123,6 +133,14 @@ def write_train(job, out: Path, cell: int) -> None:
                    temperature=1.0)
         rows.append(row)
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = [{"stage": job.config.stage, "step": step, "prompt": f"What is {step} + {n}?\nThink.",
+                "response": f"<think>{'x' * 50 * n}</think> \\boxed{{{step + n}}}", "reward": float(sample_outcome(step, n) == "correct"),
+                "accuracy": float(sample_outcome(step, n) == "correct"), "outcome": sample_outcome(step, n), "status": "graded",
+                "length": 10 + n, "domain": "math"}
+               for step in range(SAMPLE_EVERY, job.config.steps + 1, SAMPLE_EVERY) for n in range(SAMPLES_PER_STEP)]
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    for step in job.config.snapshot_steps:  # what the bench jobs of evaluate_every read
+        (out / "snapshots" / f"step-{step:06d}" / "model").mkdir(parents=True, exist_ok=True)
     (out / "model").mkdir(exist_ok=True)
     write_json_atomic(out / "done.json", {"steps": len(rows)})
 

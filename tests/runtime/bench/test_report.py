@@ -226,6 +226,90 @@ def test_report_in_headless_chromium(full, tmp_path):
         assert len(im.convert("RGB").getcolors(1 << 20) or []) > 50
 
 
+# Appended to a copy of the page: choose an outcome, then also a stage, in the sample browser's
+# selects (as a person would, with change events), and write onto <body> what each choice left
+# visible and what the page's own counter said.
+FILTER = ("<script>window.addEventListener('load', () => {"
+          "const pick = (id, v) => { const s = document.getElementById(id); s.value = v;"
+          " s.dispatchEvent(new Event('change')); };"
+          "const seen = () => JSON.stringify([...document.querySelectorAll('#samples tbody tr')]"
+          ".filter(r => !r.hidden && r.offsetParent !== null).map(r => [r.dataset.stage, r.dataset.outcome]));"
+          "document.body.setAttribute('data-all', seen());"
+          "pick('sample-outcome', 'truncated'); document.body.setAttribute('data-truncated', seen());"
+          "document.body.setAttribute('data-count', document.getElementById('sample-count').textContent);"
+          "pick('sample-stage', 's2'); document.body.setAttribute('data-truncated-s2', seen()); });</script>")
+
+
+def written_samples(build: Path) -> list[tuple[str, str]]:
+    """(stage, outcome) of every sample the fixture's train jobs wrote, in the page's order."""
+    rows = []
+    for jid in jobs_of(build, "train"):
+        path = build / "results" / "train" / jid / "samples.jsonl"
+        rows += [(r["stage"], r["outcome"]) for r in map(json.loads, path.read_text().splitlines())]
+    return rows
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian packages chromium, chromium-driver)")
+def test_sample_browser_filters_in_headless_chromium(full, build, tmp_path):
+    _, out = full
+    probe = out / "filter-probe.html"
+    probe.write_text((out / "index.html").read_text().replace("</body>", FILTER + "</body>"))
+    try:
+        dom = chromium(tmp_path, "--dump-dom", probe.as_uri()).stdout
+    finally:
+        probe.unlink()
+    found = {k: html.unescape(v) for k, v in re.findall(r'data-([a-z0-9-]+)="([^"]*)"', dom.split("<body", 1)[1])}
+    assert "all" in found, f"the filter script did not run; chromium printed: {dom[:500]}"
+    written = written_samples(build)
+    assert {o for _, o in written} == {"correct", "wrong", "truncated", "error"} and {s for s, _ in written} == {"s1", "s2"}
+    visible = lambda key: sorted(map(tuple, json.loads(found[key])))  # noqa: E731
+    assert visible("all") == sorted(written)
+    truncated = sorted(r for r in written if r[1] == "truncated")
+    assert visible("truncated") == truncated and 0 < len(truncated) < len(written)
+    assert found["count"] == f"{len(truncated)} of {len(written)} samples shown"
+    both = [r for r in truncated if r[0] == "s2"]
+    assert visible("truncated-s2") == both and 0 < len(both) < len(truncated)
+
+
+def test_sample_browser_rows_and_markdown_counts(full, build):
+    summary, out = full
+    page, readme = (out / "index.html").read_text(), (out / "README.md").read_text()
+    written = written_samples(build)
+    assert page.count('<tr data-outcome="') == len(written)
+    assert '<select id="sample-outcome">' in page and '<select id="sample-stage">' in page
+    assert "http" not in page.split('<table id="samples">', 1)[1]  # no network: no CDN, no remote script
+    assert "What is 2 + 1?" in page  # the prompt, readable
+    s1 = [o for s, o in written if s == "s1"]
+    counts = [str(s1.count(o)) for o in ("correct", "wrong", "truncated", "error")]
+    assert f"| s1 | {len(s1)} | {' | '.join(counts)} |" in readme
+
+
+def test_samples_reader_follows_the_contract(tmp_path, monkeypatch):
+    from rlspec.runtime.reporting import samples as browser
+    row = {"stage": "s1", "step": 1, "prompt": "p", "response": "r" * 10, "reward": 1.0, "accuracy": 1.0,
+           "outcome": "correct", "status": "graded", "length": 3, "domain": "math"}
+    path = tmp_path / "samples.jsonl"
+    lines = [json.dumps({**row, "step": i}) for i in range(7)]
+    lines[2] = json.dumps({k: v for k, v in row.items() if k != "length"})  # a key missing
+    lines[3] = json.dumps({**row, "outcome": "lucky"})  # not an outcome
+    path.write_text("\n".join(lines) + '\n{"stage": "s1", "st')  # and a torn last line (a running job)
+    warnings: list[str] = []
+    found = browser.read_samples(path, warnings)
+    assert [r["step"] for r in found["rows"]] == [0, 1, 4, 5, 6] and found["total"] == 5 and found["stride"] == 1
+    assert [w.split(": ")[1] for w in warnings] == ["line 3 is not a sample (JSON with keys stage, step, prompt, "
+                                                    "response, reward, accuracy, outcome, status, length, domain), "
+                                                    "skipped", "line 4 is not a sample (JSON with keys stage, step, "
+                                                    "prompt, response, reward, accuracy, outcome, status, length, "
+                                                    "domain), skipped"]
+    monkeypatch.setattr(browser, "MAX_ROWS", 3)
+    monkeypatch.setattr(browser, "MAX_CHARS", 4)
+    thinned = browser.read_samples(path, [])
+    assert [r["step"] for r in thinned["rows"]] == [0, 4, 6] and thinned["stride"] == 2
+    section = browser.samples_html({"j": thinned}, {"j": ["c"]}, {"j": "train s1"})
+    assert "train s1: every 2th of 5" in section and "rrrr\n… (6 more characters)" in section
+    assert browser.read_samples(tmp_path / "none.jsonl", []) == {"rows": [], "total": 0, "stride": 1}
+
+
 # ---------------------------------------------------------------------------------------------
 # The real thing: a 2-cell x 2-stage grid run by Snakemake (model, curate, train, bench, report).
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +334,10 @@ datasets:
     filters: [{kind: dedup_exact}, {kind: decontaminate}]
 rollout: {engine: hf, max_prompt_tokens: 128}
 stages:
-  - {name: s1, datasets: [math], max_response_tokens: 32, steps: 3, prompts_per_step: 4, group_size: 4}
+  - {name: s1, datasets: [math], max_response_tokens: 32, steps: 3, prompts_per_step: 4, group_size: 4,
+     evaluate_every: 2}
   - {name: s2, datasets: [math], max_response_tokens: 48, steps: 3, prompts_per_step: 4, group_size: 4}
+algorithm: {checkpoint_every: 2, keep_checkpoints: 1}
 benchmarks:
   held:
     domain: math
@@ -261,22 +347,42 @@ benchmarks:
     sampling: {max_response_tokens: 48}
 grid:
   axes: [{path: "stages[s2].algorithm.optimizer.lr", name: lr, values: [1.0e-4, 1.0e-3]}]
-tracking: {backend: wandb, project: mini, mode: offline}
+tracking: {backend: wandb, project: mini, mode: offline, samples: {every: 1, count: 4}}
 resources:
   train: {cpus: 1, mem_gb: 4, time_min: 30}
   deepspeed: {zero_stage: 0}
 """
 
 
-@pytest.mark.slow
-def test_report_after_a_real_workflow(tmp_path):
-    (tmp_path / "mini.yaml").write_text(MINI)
+def rlspec_run(tmp_path: Path, **env_extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, "-m", "rlspec.compiler.cli", "run", "mini.yaml", "-o", "build", "--cores", "2"],
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env_extra}
+    return subprocess.run([sys.executable, "-m", "rlspec.compiler.cli", "run", "mini.yaml", "-o", "build", "--cores", "2"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # two `rlspec run`s (killed, then resumed) of a 2-cell grid on shared cores
+def test_report_after_a_real_workflow(tmp_path):
+    """Also evaluation inside a stage (s1: snapshot at step 2, its bench job, the report's checkpoints),
+    `keep_checkpoints`, rollout samples in the report, and a train job killed after its snapshot:
+    the rerun resumes and keeps the snapshot it wrote."""
+    (tmp_path / "mini.yaml").write_text(MINI)
     build = tmp_path / "build"
+    killed = rlspec_run(tmp_path, RLSPEC_FAULT="train:step:3")  # s1 dies in its last step
+    assert killed.returncode != 0
+    (s1,) = [j for j, info in json.loads((build / "context.json").read_text())["jobs"].items()
+             if info["label"] == "train s1"]
+    s1_dir = build / "results" / "train" / s1
+    snapshot = s1_dir / "snapshots" / "step-000002" / "model"
+    assert (snapshot / "config.json").is_file() and not (s1_dir / "done.json").exists()
+    written = (snapshot / "model.safetensors").stat()
+    proc = rlspec_run(tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "resumed from step-000002" in (build / "logs" / "train" / f"{s1}.log").read_text()
+    again = (snapshot / "model.safetensors").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # kept, not rewritten
+    assert sorted(p.name for p in (s1_dir / "checkpoints").iterdir()) == ["step-000003"]  # keep_checkpoints: 1
     summary = json.loads((build / "report" / "summary.json").read_text())
     assert summary["complete"] and {Path(f).name for f in summary["figures"]} >= FIGURES - {"ablation_len.png"} | {
         "ablation_lr.png"}
@@ -287,3 +393,16 @@ def test_report_after_a_real_workflow(tmp_path):
             found = json.loads((build / "results" / "bench" / entry["job"] / "results.json").read_text())
             assert entry["metrics"]["avg@4"] == {k: found["metrics"]["avg@k"][k] for k in ("value", "stderr")}
         assert all(s["train"]["done"] and s["train"]["steps"] == 3 for s in cell["stages"][1:])
+        (inside,) = cell["stages"][1]["evaluations"]
+        found = json.loads((build / "results" / "bench" / inside["benchmarks"]["held"]["job"] / "results.json").read_text())
+        assert inside["step"] == 2 and inside["model"] == str(snapshot.relative_to(build))
+        assert inside["benchmarks"]["held"]["metrics"]["avg@4"] == {k: found["metrics"]["avg@k"][k]
+                                                                   for k in ("value", "stderr")}
+    best = summary["best_checkpoints"]["held"]
+    assert best["checkpoints"] == 2 * 4 and (build / best["model"] / "config.json").is_file()
+    assert "benchmark_steps.png" in {Path(f).name for f in summary["figures"]}
+    page = (build / "report" / "index.html").read_text()
+    assert f"<td>{best['model']}</td>" in page and "<td>2 (inside)</td>" in page
+    samples = sum(len((build / "results" / "train" / j / "samples.jsonl").read_text().splitlines())
+                  for j in {s["train"]["job"] for c in summary["cells"] for s in c["stages"][1:]})
+    assert samples == 3 * 4 * 3 and page.count('<tr data-outcome="') == samples  # 3 train jobs x 3 steps x 4

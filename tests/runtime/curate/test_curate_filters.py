@@ -237,7 +237,7 @@ def test_decontaminate_unreadable_benchmark_names_it(tmp_path):
 def pass_rate_cfg(**kw):
     return FILTER.validate_python({
         "kind": "pass_rate", "model": "teacher0", "k": 4, "min": 0.0, "max": 1.0, "max_response_tokens": 16,
-        "temperature": 0.6, "top_p": 0.95, "majority": False, "min_response_tokens": None, **kw})
+        "temperature": 0.6, "top_p": 0.95, "majority": False, "min_response_tokens": None, "stop": [], **kw})
 
 
 def teacher(seven_model) -> dict:
@@ -259,6 +259,10 @@ def test_pass_rate_keeps_items_in_the_band_with_the_hf_engine(seven_model):
     too_easy = get_filter("pass_rate")(records[:1], pass_rate_cfg(max=1.0, majority=True, min_response_tokens=100),
                                        ctx(inputs=teacher(seven_model)))
     assert too_easy[0].startswith("answered in fewer than 100 tokens:")
+    # the stage's stop strings reach the pass-rate sampling: cut before its answer, the teacher solves nothing
+    stopped = get_filter("pass_rate")(records[:1], pass_rate_cfg(min=0.125, stop=["boxed"]),
+                                      ctx(inputs=teacher(seven_model)))
+    assert stopped == ["pass rate below min 0.125: 0/4"]
 
 
 @pytest.mark.slow

@@ -44,12 +44,36 @@ def test_clipped_token_loss():
     logp = torch.tensor([[math.log(1.5), math.log(0.5)]])
     old = torch.zeros(1, 2)
     adv = torch.tensor([2.0])
-    loss, ratio, clipped = algos.token_losses(logp, old, adv, clip_low=0.2, clip_high=0.28)
+    loss, ratio, clipped, _ = algos.token_losses(logp, old, adv, clip_low=0.2, clip_high=0.28, dual=None)
     # positive advantage: ratio 1.5 is clipped at 1.28; ratio 0.5 is not (min of the two surrogates)
     assert loss.tolist()[0] == pytest.approx([-2 * 1.28, -2 * 0.5])
     assert clipped.tolist() == [[True, False]]
-    unclipped, _, none = algos.token_losses(logp, old, adv, clip_low=None, clip_high=None)
+    unclipped, _, none, _ = algos.token_losses(logp, old, adv, clip_low=None, clip_high=None, dual=None)
     assert unclipped.tolist()[0] == pytest.approx([-3.0, -1.0]) and not none.any()
+
+
+def test_dual_clip_caps_negative_advantage_tokens_at_c_times_abs_a():
+    """Hand-computed: c = 3, ratios 5 / 2 / 5 / 0.5 with advantages -1 / -1 / +1 / -2, clip 0.2 / 0.28."""
+    logp = torch.tensor([[math.log(5.0), math.log(2.0)], [math.log(5.0), math.log(0.5)]], requires_grad=True)
+    old = torch.zeros(2, 2)
+    adv = torch.tensor([[-1.0, -1.0], [1.0, -2.0]])
+    loss, _, _, capped = algos.token_losses(logp, old, adv, clip_low=0.2, clip_high=0.28, dual=3.0)
+    # A=-1, r=5: PPO's max(5, 1.28) = 5 > 3 = c|A| -> 3 (capped); A=-1, r=2: max(2, 1.28) = 2 < 3 stays;
+    # A=+1, r=5: max(-5, -1.28) = -1.28, never capped; A=-2, r=0.5: max(1, 1.6) = 1.6 < 6 stays
+    assert loss.tolist() == [pytest.approx([3.0, 2.0]), pytest.approx([-1.28, 1.6])]
+    assert capped.tolist() == [[True, False], [False, False]]
+    loss.sum().backward()
+    # the cap is a constant: no gradient through the capped token; the uncapped A=-1 token keeps -A r
+    assert logp.grad[0, 0] == 0.0 and logp.grad[0, 1] == pytest.approx(2.0)
+    same, _, _, none = algos.token_losses(logp.detach(), old, adv, clip_low=0.2, clip_high=0.28, dual=None)
+    assert same[0, 0] == pytest.approx(5.0) and not none.any()  # without dual-clip the loss is unbounded
+
+
+def test_dual_clip_applies_without_ppo_clipping():
+    logp = torch.tensor([[math.log(4.0)]])
+    loss, _, clipped, capped = algos.token_losses(logp, torch.zeros(1, 1), torch.tensor([-0.5]),
+                                                  clip_low=None, clip_high=None, dual=3.0)
+    assert loss.item() == pytest.approx(1.5) and capped.all() and not clipped.any()
 
 
 def test_on_policy_ratio_is_exactly_one_and_gives_the_policy_gradient():
@@ -57,7 +81,7 @@ def test_on_policy_ratio_is_exactly_one_and_gives_the_policy_gradient():
     w = torch.randn(5, requires_grad=True)
     logp = torch.log_softmax(w, dim=0)[None, :3]
     adv = torch.tensor([0.7])
-    loss, ratio, _ = algos.token_losses(logp, logp.detach(), adv, clip_low=0.2, clip_high=0.28)
+    loss, ratio, _, _ = algos.token_losses(logp, logp.detach(), adv, clip_low=0.2, clip_high=0.28, dual=None)
     assert torch.equal(ratio, torch.ones_like(ratio))
     loss.sum().backward()
     g_ppo = w.grad.clone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -135,3 +136,13 @@ def test_steps_for_epochs():
     assert steps_for(SimpleNamespace(steps=None, epochs=2, prompts_per_step=4), 10) == 6
     with pytest.raises(ValueError, match="no prompts"):
         PromptSampler(0, 0, 4)
+
+
+def test_prompt_sampler_tallies_scores_in_its_state():
+    """The per-prompt score tallies (for prompt_stats.json and POLARIS pruning) survive a resume."""
+    a = PromptSampler(4, seed=0, prompts_per_step=2)
+    for i in a.next_batch():
+        a.record(i, False, 1.5, 4)
+    b = PromptSampler(4, seed=0, prompts_per_step=2)
+    b.load(json.loads(json.dumps(a.state())))
+    assert b.accuracy.tally == a.accuracy.tally and len(b.accuracy.tally) == 2

@@ -143,13 +143,13 @@ def test_off_policy_minibatches_dynamic_sampling_and_schedules(tmp_path, tiny_mo
 
 
 def test_health_rule_stops_a_hopeless_run(tmp_path, tiny_model_dir):
-    # a response budget of 1 token can never contain a boxed answer: reward is 0 on every step
+    # a response budget of 1 token can never contain a boxed answer: accuracy is 0 on every step
     text = spec_text(tiny_model_dir, steps=5, extra_algorithm="health: {max_zero_reward_steps: 2}")
     text = text.replace("max_response_tokens: 16", "max_response_tokens: 1")
     build, job = compile_and_curate(tmp_path, text)
     out = run_train(build, job)
     assert out.returncode == 1
-    assert "mean reward was 0 for 2 steps in a row" in out.stderr and "Traceback" not in out.stderr
+    assert "mean accuracy (the grader's score) was 0 for 2 steps in a row" in out.stderr and "Traceback" not in out.stderr
     assert not (job_dir(build, job) / "done.json").exists()
 
 
