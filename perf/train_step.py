@@ -9,7 +9,14 @@ group advantages, reward = our math grader (`rlspec.runtime.reward.grade_math`) 
 Rows:
   (a) ours `rollout.engine: hf` vs TRL generating with transformers (goal: ours <= 0.5x TRL's time);
   (b) ours `rollout.engine: vllm` vs the fastest TRL configuration that runs here;
-  (c) ours with 1 rank vs 2 DeepSpeed ranks (`resources.train.ranks_per_node: 2`).
+  (c) ours with 1 rank vs 2 DeepSpeed ranks (`resources.train.ranks_per_node: 2`);
+  (d) the DAPO shape, several optimiser steps per rollout batch: ours with `mini_batch_size`
+      `--mini-batch` prompts (8 / 2 = 4 optimiser steps per batch, old log-probs once per batch) vs
+      TRL with `steps_per_generation` = 4 and `per_device_train_batch_size` = 2 prompts x 4 responses
+      (TRL 1.16 generates once per `steps_per_generation` optimiser steps and computes old log-probs
+      when that exceeds `gradient_accumulation_steps`; it shuffles the batch's completions across its
+      mini-batches, ours keeps groups whole: same cost). Timed per rollout batch: TRL's optimiser-step
+      times are summed over each generation's `steps_per_generation` steps.
 How ours runs: the real way. The script writes a spec, `rlspec compile`s it, runs the model job
 (from-scratch tiny model + warm-up), the curate job, then `python -m rlspec.runtime.train` for each
 configuration and reads `time_step_s` / `time_generate_s` / `time_train_s` from its `metrics.jsonl`.
@@ -28,7 +35,6 @@ writes perf/results/train_step.json. TRL is a benchmark-only dependency: `pip in
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import os
@@ -55,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=8, help="prompts per step")
     p.add_argument("--group", type=int, default=4, help="responses per prompt")
     p.add_argument("--max-tokens", type=int, default=32, help="response length budget")
+    p.add_argument("--mini-batch", type=int, default=2, help="prompts per optimiser step in row (d), the DAPO shape")
     p.add_argument("--warmup-steps", type=int, default=150, help="SFT warm-up of the tiny model (0: random init)")
     p.add_argument("--configs", default="all", help="comma-separated subset of the configuration names")
     p.add_argument("--run-timeout", type=int, default=600, help="seconds before one run is killed")
@@ -70,7 +77,8 @@ TEMPLATE = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n<thin
 LR, WEIGHT_DECAY, GRAD_CLIP, CLIP_LOW, CLIP_HIGH = 1.0e-4, 0.01, 1.0, 0.2, 0.28
 
 
-def spec(args, *, model: dict, engine: str = "hf", ranks: int = 1) -> dict[str, Any]:
+def spec(args, *, model: dict, engine: str = "hf", ranks: int = 1, mini_batch: int | None = None) -> dict[str, Any]:
+    """The workload; `mini_batch` prompts per optimiser step (None: the whole batch, one step)."""
     rows = args.prompts * args.group
     return {
         "name": "trainbench", "seed": 0,
@@ -79,7 +87,7 @@ def spec(args, *, model: dict, engine: str = "hf", ranks: int = 1) -> dict[str, 
         "datasets": {"math": {"domain": "math", "sources": [{"uri": "builtin://math?n=512&difficulty=1"}]}},
         "algorithm": {
             "loss_agg": "token_mean", "updates_per_batch": 1, "kl": {"coef": 0.0},
-            "clip": {"low": CLIP_LOW, "high": CLIP_HIGH}, "micro_batch_size": rows,
+            "clip": {"low": CLIP_LOW, "high": CLIP_HIGH}, "micro_batch_size": rows, "mini_batch_size": mini_batch,
             "optimizer": {"lr": LR, "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP, "warmup_steps": 0},
             "overlong": {"kind": "none"}, "checkpoint_every": 10_000,
             # a tiny policy may score 0 for a while; timing runs must not stop on that
@@ -158,15 +166,17 @@ def prepare_model(args, work: Path) -> tuple[Path, Path]:
 
 
 class Ours:
-    def __init__(self, args, work: Path, name: str, model_dir: Path, engine: str, ranks: int):
+    def __init__(self, args, work: Path, name: str, model_dir: Path, engine: str, ranks: int,
+                 mini_batch: int | None = None):
         self.name, self.args = name, args
-        self.build, jobs = compile_spec(spec(args, model={"path": str(model_dir)}, engine=engine, ranks=ranks),
-                                        work / name)
+        self.build, jobs = compile_spec(spec(args, model={"path": str(model_dir)}, engine=engine, ranks=ranks,
+                                             mini_batch=mini_batch), work / name)
         run_job(self.build, jobs["model"][0], args.run_timeout)  # every job loads the model job's copy
         run_job(self.build, jobs["curate"][0], args.run_timeout)
         self.job = jobs["train"][0]
         self.out = self.build / json.loads(self.job.read_text())["output_dir"]
-        self.config = {"engine": engine, "ranks": ranks, "zero_stage": 0, "launcher": "torchrun" if ranks > 1 else None}
+        self.config = {"engine": engine, "ranks": ranks, "zero_stage": 0, "launcher": "torchrun" if ranks > 1 else None,
+                       "optimiser_steps_per_batch": args.prompts // (mini_batch or args.prompts)}
 
     def run(self) -> list[dict]:
         import shutil
@@ -201,11 +211,13 @@ class Trl:
         self.name, self.args, self.config = name, args, config
         self.probe = probe  # slow or broken here: one short run in the first round only, to record it
         steps = min(args.steps, args.skip + 2) if probe else args.steps
+        per_gen = config.get("steps_per_generation", 1)  # optimiser steps per rollout batch
         self.folder = work / name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.cfg_path = self.folder / "worker.json"
         self.cfg_path.write_text(json.dumps({
-            "model": str(model_dir), "prompts": str(prompts), "steps": steps, "prompts_per_step": args.prompts,
+            "model": str(model_dir), "prompts": str(prompts), "steps": steps * per_gen,
+            "prompts_per_step": args.prompts // per_gen,
             "group": args.group, "max_tokens": args.max_tokens, "out": str(self.folder / "result.json"),
             "trainer_dir": str(self.folder / "trl_out"), **config}))
 
@@ -266,7 +278,8 @@ def trl_trainer(cfg: dict, callbacks: list, **overrides):
         "epsilon_high": CLIP_HIGH, "loss_type": "dapo", "scale_rewards": "group", "mask_truncated_completions": False,
         "num_iterations": 1, "use_vllm": bool(cfg.get("use_vllm")), "vllm_mode": "colocate",
         "vllm_max_model_length": 256, "vllm_gpu_memory_utilization": 0.3,
-        "use_transformers_continuous_batching": bool(cfg.get("continuous_batching")), **overrides})
+        "use_transformers_continuous_batching": bool(cfg.get("continuous_batching")),
+        "steps_per_generation": cfg.get("steps_per_generation", 1), **overrides})
     return GRPOTrainer(model=model, reward_funcs=math_reward, args=args, train_dataset=Dataset.from_list(rows),
                        processing_class=tok, callbacks=callbacks)
 
@@ -317,9 +330,13 @@ def trl_worker(cfg_path: Path) -> None:
     gen_times = time_generation(trainer)
     trainer.train()
     if trainer.accelerator.is_main_process:
+        per_gen = cfg.get("steps_per_generation", 1)  # one rollout batch = this many optimiser steps
         logs = [h for h in trainer.state.log_history if "reward" in h]
+        if len(logs) >= len(gen_times) * per_gen:  # reward metrics logged at every optimiser step: one per batch
+            logs = logs[::per_gen]  # (TRL 1.16 logs them only at the steps that generated)
+        batches = [sum(timer.times[i:i + per_gen]) for i in range(0, len(timer.times), per_gen)]
         steps = [{"step_s": t, "generate_s": g, "train_s": t - g, "response_len": h.get("completions/mean_length"),
-                  "reward": h.get("reward")} for t, g, h in zip(timer.times, gen_times, logs)]
+                  "reward": h.get("reward")} for t, g, h in zip(batches, gen_times, logs)]
         Path(cfg["out"]).write_text(json.dumps({
             "steps": steps, "world": trainer.accelerator.num_processes,
             "wrapped": type(trainer.model_wrapped).__name__, "optimizer": type(trainer.optimizer).__name__}))
@@ -349,6 +366,7 @@ ROWS = [  # (label, ours, theirs, goal); ratio = theirs' time / ours: how many t
     ("(c) ours hf: 2 ranks vs 1 rank", "ours_hf_2ranks", "ours_hf", "report (speed-up of 2 ranks)"),
     ("(c) ours vLLM: 2 ranks vs 1 rank", "ours_vllm_2ranks", "ours_vllm", "report (speed-up of 2 ranks)"),
     ("    TRL hf: 2 ranks vs 1 process", "trl_hf_2ranks", "trl_hf", "report (speed-up of 2 ranks)"),
+    ("(d) DAPO shape (4 optimiser steps per batch), hf", "ours_hf_dapo", "trl_hf_dapo", "ours ahead (ratio > 1)"),
 ]
 
 
@@ -377,6 +395,9 @@ def main(argv=None) -> None:
         "ours_hf_2ranks": lambda: Ours(args, work, "ours_hf_2ranks", model_dir, "hf", 2),
         "ours_vllm_2ranks": lambda: Ours(args, work, "ours_vllm_2ranks", model_dir, "vllm", 2),
         "trl_hf": lambda: Trl(args, work, "trl_hf", model_dir, prompts, engine="transformers generate", ranks=1),
+        "ours_hf_dapo": lambda: Ours(args, work, "ours_hf_dapo", model_dir, "hf", 1, mini_batch=args.mini_batch),
+        "trl_hf_dapo": lambda: Trl(args, work, "trl_hf_dapo", model_dir, prompts, engine="transformers generate",
+                                   ranks=1, steps_per_generation=args.prompts // args.mini_batch),
         "trl_hf_2ranks": lambda: Trl(args, work, "trl_hf_2ranks", model_dir, prompts, engine="transformers generate",
                                      ranks=2, zero_stage=0, launcher="torchrun + DeepSpeed"),
         "trl_vllm": lambda: Trl(args, work, "trl_vllm", model_dir, prompts, probe=True, engine="vLLM colocate",
@@ -410,7 +431,7 @@ def main(argv=None) -> None:
                   f"({time.perf_counter() - started:.0f} s wall, load {os.getloadavg()[0]:.2f})", flush=True)
         uptime.append(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     results = {n: summarise(n, runners[n], runs, args.skip) for n, runs in samples.items() if runs}
-    trl_ones = [n for n in results if n.startswith("trl_")]
+    trl_ones = [n for n in results if n.startswith("trl_") and not n.endswith("_dapo")]  # (d) is another workload
     fastest = min(trl_ones, key=lambda n: results[n]["step_s_median"]) if trl_ones else None
     if fastest:
         results["trl_fastest"] = {**results[fastest], "name": f"trl_fastest = {fastest}"}
@@ -425,14 +446,15 @@ def main(argv=None) -> None:
                          "ratio_paired_median": statistics.median(paired) if paired else None,
                          "ratio_best_step": results[b]["step_s_min"] / results[a]["step_s_min"], "goal": goal})
     print_table(results, rows, failures)
-    head = rows[0] if rows and rows[0]["ours"] == "ours_hf" else None
+    head = rows[0] if rows else None  # row (a), or the first row of a `--configs` subset
     report = {
         "peer": "TRL GRPOTrainer (trl " + _version("trl") + "), transformers generate, 1 process, OMP_NUM_THREADS=1",
-        "ours": head and head["ours_s"], "theirs": head and head["theirs_s"], "unit": "seconds per optimiser step (median)",
+        "ours": head and head["ours_s"], "theirs": head and head["theirs_s"], "unit": "seconds per rollout batch (median); one optimiser step per batch, except row (d)",
         "ratio": head and head["ratio"], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rows": rows, "configs": results, "failures": failures,
         "workload": {"prompts_per_step": args.prompts, "group_size": args.group, "max_response_tokens": args.max_tokens,
                      "steps_per_run": args.steps, "warmup_steps_dropped": args.skip, "rounds": args.rounds,
+                     "row_d_mini_batch_prompts": args.mini_batch,
                      "temperature": 1.0, "lr": LR, "optimizer": "AdamW (torch), wd 0.01, clip 1.0", "beta": 0.0,
                      "loss": "token mean over the batch (TRL loss_type=dapo)", "reward": "rlspec grade_math",
                      "model": f"tiny Qwen2 h128 L2, SFT warm-up {args.warmup_steps} steps",
@@ -441,12 +463,22 @@ def main(argv=None) -> None:
         "git": _git(),
         "machine": {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count(),
                     "loadavg_at_start": load_start, "uptime": uptime, "python": sys.version.split()[0]},
+        "details": load_note(load_start[0], os.getloadavg()[0], os.cpu_count() or 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     if work_ctx:
         work_ctx.cleanup()
+
+
+def load_note(start: float, end: float, cpus: int) -> str:
+    """What the machine's load says about the numbers (the benchmark machine is often shared)."""
+    if max(start, end) <= cpus:
+        return f"load average {start:.1f} at the start, {end:.1f} at the end on {cpus} cores: an unloaded machine"
+    return (f"loaded machine: load average {start:.1f} at the start, {end:.1f} at the end on {cpus} cores (other "
+            "processes shared it), so step times are slower and noisier than on an idle one; both sides of a "
+            "round ran minutes apart under similar load, so the per-round (paired) ratios are the steadier numbers")
 
 
 def _git() -> dict:
