@@ -35,6 +35,8 @@ class PromptAccuracy:
         self.tally: dict[int, list[float]] = {}
 
     def add(self, index: int, score_sum: float, rollouts: int) -> None:
+        if rollouts == 0:  # nothing to tally (MixedSampler's per-dataset parts: it tallies itself)
+            return
         t = self.tally.setdefault(index, [0.0, 0])
         t[0] += score_sum
         t[1] += rollouts
