@@ -25,8 +25,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("correct", "wrong", "truncated", "error")
-KEYS = ("stage", "step", "prompt", "response", "reward", "accuracy", "outcome", "status", "length", "domain")
+from rlspec.runtime.grpo.samples import COLUMNS, OUTCOMES  # the writer's contract, one definition
+
+KEYS = tuple(COLUMNS)
 MAX_ROWS = 1000  # per train job: 16 samples every 10 steps of a 600-step stage
 MAX_CHARS = 4000  # per prompt or response: the start of a 32K-token response is what a reader scans
 
