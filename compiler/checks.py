@@ -390,28 +390,108 @@ def _builtin_uri(uri: str) -> tuple[str | None, str | None]:
 
 @rule
 def gpu_memory(spec: Spec):
-    """Every train, filter and bench job's estimated memory per GPU (`compiler/memory.py`) against
-    `resources.<kind>.gpu_mem_gb`. A model whose shape the compiler does not know is not estimated
-    here (`rlspec plan` says why); a local model folder is read by the plan, which knows the spec's
-    folder."""
+    """Every train job's and every inference job's (bench, filter, sample: `memory.inference_jobs`)
+    estimated memory per GPU (`compiler/memory.py`) against its resources' `gpu_mem_gb`. A policy
+    whose shape the compiler does not know is not estimated here (`rlspec plan` says why); a local
+    model folder is read by the plan, which knows the spec's folder. A teacher that is not estimated
+    gets a warning saying so: its size is the one a spec most often gets wrong."""
     ranks = train_ranks(spec)
     for i, stage in enumerate(spec.stages):
-        yield from _memory_issues(("stages", i), f"the train job of stage {stage.name!r}", "train",
+        yield from _memory_issues(("stages", i), f"the train job of stage {stage.name!r}", "resources.train",
                                   memory.stage_train(spec, stage, ranks, None))
-        if stage.filter_before is not None:
-            yield from _memory_issues(("stages", i, "filter_before"), f"the filter job before stage {stage.name!r}",
-                                      "filter", memory.stage_filter(spec, stage, None))
-    for name in spec.benchmarks:
-        yield from _memory_issues(("benchmarks", name), f"the bench jobs of {name!r}", "bench",
-                                  memory.benchmark_engine(spec, name, None))
+    for job in memory.inference_jobs(spec):
+        inputs = memory.inference_inputs(spec, job, None)
+        if isinstance(inputs, memory.NotEstimated) and job.model is not None and job.resources.gpus:
+            yield warn(job.path, f"{job.what}: memory per GPU not estimated ({inputs.reason}); `rlspec check` "
+                       f"cannot tell whether {job.model} fits one replica of {job.block.tensor_parallel_size} x "
+                       f"{job.block.pipeline_parallel_size} GPUs")
+        yield from _memory_issues(job.path, job.what, dotted_path(job.resources_path), inputs,
+                                  memory.inference_remedies(job, inputs))
 
 
-def _memory_issues(path: Path, what: str, kind: str, inputs) -> Iterator[Issue]:
+@rule
+def inference_parallelism(spec: Spec):
+    """Every inference job's replicas (`compiler/engines.py`, as the plan resolves them): TP x PP x DP
+    is the job's GPUs; one replica's TP x PP GPUs fit in a node or are whole nodes; tensor/pipeline
+    parallelism and quantization need the vllm engine and GPUs."""
+    merged: dict[tuple, list[str]] = {}  # jobs that share a block get one message naming them all
+    for job in memory.inference_jobs(spec):
+        for issue in _parallelism_issues(job):
+            merged.setdefault((issue.path, issue.severity, issue.message.removeprefix(job.what)), []).append(job.what)
+    for (path, severity, rest), whats in merged.items():
+        yield Issue(path, _jobs_named(whats) + rest, severity=severity)
+
+
+def _jobs_named(whats: list[str]) -> str:
+    """'the bench jobs of 'a'', 'the bench jobs of 'b'' -> "the bench jobs of 'a', 'b'"."""
+    if len(whats) == 1:
+        return whats[0]
+    head = whats[0].rsplit(" ", 1)[0]
+    if all(w.rsplit(" ", 1)[0] == head for w in whats):
+        return head + " " + ", ".join(w.rsplit(" ", 1)[1] for w in whats)
+    return "; ".join(whats)
+
+
+def _parallelism_issues(job) -> Iterator[Issue]:
+    b, res = job.block, job.resources
+    tp, pp = b.tensor_parallel_size, b.pipeline_parallel_size
+    where = dotted_path(job.engine_path)
+    split = tp > 1 or pp > 1
+    if b.engine == "hf" and (split or b.quantization):
+        what = f"tensor_parallel_size {tp} x pipeline_parallel_size {pp}" if split else f"quantization {b.quantization}"
+        yield Issue(job.engine_path, f"{job.what}: {what} with the hf engine: transformers `generate` runs one whole "
+                    "model copy per replica on one device, with no tensor or pipeline parallelism and no vLLM "
+                    f"quantization, so the setting would be ignored; set {where}.engine: vllm, or "
+                    "tensor_parallel_size: 1, pipeline_parallel_size: 1 and no quantization")
+        return
+    if res.gpus == 0:
+        if split:
+            yield Issue(job.engine_path, f"{job.what}: tensor_parallel_size {tp} x pipeline_parallel_size {pp} on CPU "
+                        f"({dotted_path(job.resources_path)}.gpus = 0): a CPU replica is one process on the job's "
+                        f"cpus and splits over no devices; set {where}.tensor_parallel_size: 1 and "
+                        f"pipeline_parallel_size: 1 (more replicas: data_parallel_size), or give the job GPUs")
+        return
+    yield from _replica_layout(job, tp, pp, dotted_path(job.engine_path if job.block_path == job.resources_path
+                                                         else job.block_path))
+
+
+def _replica_layout(job, tp: int, pp: int, where: str) -> Iterator[Issue]:
+    res, per_node = job.resources, job.resources.gpus
+    total, replica = per_node * job.resources.nodes, tp * pp
+    dp = job.block.data_parallel_size or max(1, total // replica)
+    at_res = dotted_path(job.resources_path)
+    if replica > per_node and replica % per_node:
+        yield Issue(job.block_path, f"{job.what}: one replica takes tensor_parallel_size {tp} x pipeline_parallel_size "
+                    f"{pp} = {replica} GPUs, more than a node's {per_node} ({at_res}.gpus) and not a whole number of "
+                    f"nodes: a replica would share a node with part of another, which vLLM cannot place; use "
+                    f"{replica // per_node * per_node or per_node} or {math.ceil(replica / per_node) * per_node} GPUs "
+                    f"per replica (e.g. tensor_parallel_size: {per_node} and pipeline_parallel_size: "
+                    f"{math.ceil(replica / per_node)})")
+    elif replica <= per_node and per_node % replica:
+        yield Issue(job.block_path, f"{job.what}: one replica takes {tp} x {pp} = {replica} GPUs, which do not "
+                    f"divide a node's {per_node} ({at_res}.gpus): replicas would straddle nodes or leave GPUs idle; "
+                    f"use a divisor of {per_node} GPUs per replica")
+    elif tp * pp * dp != total:
+        fix = (f"set {where}.data_parallel_size: {total // replica} (or leave it unset: every GPU)"
+               if total % replica == 0 else f"give the job a multiple of {replica} GPUs ({at_res})")
+        yield Issue(job.block_path, f"{job.what}: tensor_parallel_size {tp} x pipeline_parallel_size {pp} x "
+                    f"data_parallel_size {dp} = {tp * pp * dp} GPUs, but the job has {res.nodes} node(s) x {per_node} "
+                    f"GPUs = {total} ({at_res}): "
+                    + ("some GPUs would sit idle" if tp * pp * dp < total else "the replicas cannot all start")
+                    + f"; {fix}")
+    elif tp > per_node:
+        yield warn(job.block_path, f"{job.what}: tensor_parallel_size {tp} spans nodes ({per_node} GPUs each): every "
+                   f"layer would exchange activations over the network; set tensor_parallel_size: {per_node} and "
+                   f"pipeline_parallel_size: {replica // per_node} (pipeline stages cross nodes once per layer group)")
+
+
+def _memory_issues(path: Path, what: str, res_path: str, inputs, fixes: list[str] | None = None) -> Iterator[Issue]:
     est = memory.estimate(inputs)
     if isinstance(est, memory.NotEstimated):
         return
-    limit = f"resources.{kind}.gpu_mem_gb ({est.gpu_mem_gb:g})"
-    fix = "; ".join(memory.remedies(inputs))
+    limit = f"{res_path}.gpu_mem_gb ({est.gpu_mem_gb:g})"
+    fix = "; ".join(memory.remedies(inputs) if fixes is None else fixes) or (
+        "more GPUs per replica (tensor_parallel_size, pipeline_parallel_size with more nodes) or a smaller max_model_len")
     parts = f"{memory.describe(est)} GiB{_engine_note(est)}"
     if est.total > est.gpu_mem_gb:
         yield Issue(path, f"{what}: estimated {est.total:.1f} GiB per GPU exceeds {limit}: {parts}{_problems(est)}; "
@@ -445,19 +525,29 @@ def time_limits(spec: Spec):
     for stage in spec.stages:
         if any(d not in spec.datasets for d in stage.datasets) or (stage.steps is None) == (stage.epochs is None):
             continue
-        yield from _time_issue("train", f"the train job of stage {stage.name!r}", budget.stage_estimate(spec, stage),
-                               spec.resources.train)
+        yield from _time_issue(("resources", "train"), f"the train job of stage {stage.name!r}",
+                               budget.stage_estimate(spec, stage), spec.resources.train)
         if stage.filter_before is not None:
-            yield from _time_issue("filter", f"the filter job before stage {stage.name!r}",
+            yield from _time_issue(("resources", "filter"), f"the filter job before stage {stage.name!r}",
                                    budget.filter_estimate(spec, stage), spec.resources.filter)
+    for name in spec.benchmarks:
+        yield from _time_issue(("resources", "bench"), f"a bench job of {name!r}", budget.bench_estimate(spec, name),
+                               spec.resources.bench)
+    for job in memory.inference_jobs(spec):
+        if job.kind == "sample":
+            dataset, index = job.path[1], job.path[3]
+            f = spec.datasets[dataset].filters[index]
+            yield from _time_issue(job.resources_path, job.what,
+                                   budget.sample_estimate(spec, dataset, f, job.response_tokens), job.resources)
 
 
-def _time_issue(kind: str, what: str, estimate: dict, res) -> Iterator[Issue]:
+def _time_issue(res_path: Path, what: str, estimate: dict, res) -> Iterator[Issue]:
     need = budget.minutes_needed(estimate["gpu_hours"], res)
     if need is not None and res.time_min < need:
         gpus = res.gpus * res.nodes
-        again = "resumes from its last checkpoint" if kind == "train" else "starts over"
-        yield warn(("resources", kind, "time_min"), f"{what} needs about {estimate['gpu_hours']:,.0f} GPU-hours by the "
+        again = "resumes from its last checkpoint" if res_path == ("resources", "train") else "starts over"
+        hours = estimate["gpu_hours"]
+        yield warn((*res_path, "time_min"), f"{what} needs about {hours:,.{0 if hours >= 10 else 1}f} GPU-hours by the "
                    f"plan's throughputs, {need:,.0f} minutes on its {gpus} GPUs, more than time_min {res.time_min}: "
                    f"Slurm would stop it at the limit (run again, it {again}); raise time_min to at least "
                    f"{math.ceil(need)} or give the job more GPUs")

@@ -145,14 +145,15 @@ def accuracy_pruning_needs_an_earlier_stage(spec: Spec):
 
 @rule
 def multi_node_only_for_training(spec: Spec):
-    """Only a train job starts ranks on several nodes (one torchrun per node through srun); any
-    other job is one process, which would hold the extra nodes idle."""
-    for kind in ("model", "curate", "filter", "bench", "report"):
+    """Train jobs start ranks on several nodes (one torchrun per node through srun) and inference jobs
+    (bench, filter, sample) engine replicas; a model, curate or report job is one process, which would
+    hold the extra nodes idle."""
+    for kind in ("model", "curate", "report"):
         nodes = getattr(spec.resources, kind).nodes
         if nodes > 1:
-            yield Issue(("resources", kind, "nodes"), f"{nodes} nodes for the {kind} jobs: only train jobs run on "
-                        "several nodes (one torchrun per node); a " + kind + " job is one process on the first node "
-                        "and the others would sit idle; set nodes: 1")
+            yield Issue(("resources", kind, "nodes"), f"{nodes} nodes for the {kind} jobs: only train and inference "
+                        "jobs (bench, filter, sample) run on several nodes; a " + kind + " job is one process on the "
+                        "first node and the others would sit idle; set nodes: 1")
 
 
 @rule

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import memory
 from .errors import SpecError
-from .jobs import BenchJob, FilterJob, TrainJob
+from .jobs import BenchJob, FilterJob, SampleJob, TrainJob
 from .plan import Plan, PlannedJob, build_plan, totals
 from .render import render, write_build
 from .spec import Spec
@@ -137,15 +137,15 @@ def plan_data(plan: Plan, spec_dir: Path) -> dict:
         jobs.append({"kind": job.kind, "id": job.id, "label": job.label, "needs": job.input_ids(),
                      "cells": [labels[c] for c in job.cells], "shared_by": len(job.cells),
                      "resources": job.resources, "estimate": job.estimate,
-                     "memory": job_memory(job, specs[job.cells[0]], spec_dir)})
+                     "memory": job_memory(job, specs[job.cells[0]], spec_dir, plan)})
     counts = {k: sum(1 for j in jobs if j["kind"] == k) for k in dict.fromkeys(j["kind"] for j in jobs)}
     return {"spec": plan.spec_name, "cells": [labels[c] for c in sorted(labels)], "jobs": jobs,
             "job_counts": counts, "totals": totals(plan)}
 
 
-def job_memory(job: PlannedJob, spec: Spec, spec_dir: Path) -> dict | None:
-    """The memory estimate per GPU of a train, filter or bench job (`compiler/memory.py`), from the
-    spec of the first cell that needs it (resources are not part of a job's id); None for other kinds."""
+def job_memory(job: PlannedJob, spec: Spec, spec_dir: Path, plan: Plan) -> dict | None:
+    """The memory estimate per GPU of a train, filter, bench or sample job (`compiler/memory.py`), from
+    the spec of the first cell that needs it (resources are not part of a job's id); None for other kinds."""
     config = job.config
     if isinstance(config, TrainJob):
         stage = next(s for s in spec.stages if s.name == config.stage)
@@ -154,6 +154,10 @@ def job_memory(job: PlannedJob, spec: Spec, spec_dir: Path) -> dict | None:
         inputs = memory.stage_filter(spec, next(s for s in spec.stages if s.name == config.stage), spec_dir)
     elif isinstance(config, BenchJob):
         inputs = memory.benchmark_engine(spec, config.benchmark, spec_dir)
+    elif isinstance(config, SampleJob):
+        teacher = (plan.jobs[job.inputs["teacher"]].config.build.model.name  # type: ignore[union-attr]
+                   if config.sampling.model == "teacher" else None)
+        inputs = memory.sample_engine(spec, config, teacher, spec_dir)
     else:
         return None
     return memory.estimate(inputs).as_json()
@@ -224,19 +228,33 @@ def cmd_compile(args, extra) -> int:
 
 
 def refuse_multi_node_locally(spec: str, checked: Checked, profile: str) -> None:
-    """A train job of several nodes runs one torchrun per node through `srun` in a Slurm allocation;
-    the local profile would start every rank on this machine. Located at `resources.train.nodes`."""
+    """A job of several nodes (a train job's torchrun per node, an inference job's replicas on other
+    nodes) starts its other nodes' processes through `srun` in a Slurm allocation; the local profile
+    would start them all on this machine. Located at the `nodes` that asks for them."""
     if profile != "local":
         return
-    nodes = max(c.spec.resources.train.nodes for c in checked.cells)
-    if nodes > 1:
-        from .errors import Issue
-        from .source import load_spec_file
-        path = ("resources", "train", "nodes")
-        raise SpecError([Issue(path, f"{nodes} nodes per train job need Slurm (one torchrun per node through "
-                               "srun); the local profile would start every rank on this machine; run with "
-                               "--profile slurm, or set resources.train.nodes: 1 to train here",
+    from .errors import Issue
+    from .source import load_spec_file
+    for path, nodes in _multi_node_places(checked):
+        kind = path[1] if path[0] == "resources" else "sample"
+        raise SpecError([Issue(path, f"{nodes} nodes per {kind} job need Slurm (the other nodes' processes start "
+                               "through srun); the local profile would start all of them on this machine; run with "
+                               f"--profile slurm, or set nodes: 1 to run the {kind} jobs here",
                                load_spec_file(spec).loc(path))])
+
+
+def _multi_node_places(checked: Checked):
+    """(spec path, nodes) of every `nodes` above 1 of a job kind that runs on several nodes."""
+    from .spec import PassRateFilter
+    for cell in checked.cells:
+        res = cell.spec.resources
+        for kind in ("train", "sample", "filter", "bench"):
+            if getattr(res, kind).nodes > 1:
+                yield ("resources", kind, "nodes"), getattr(res, kind).nodes
+        for name, ds in cell.spec.datasets.items():
+            for i, f in enumerate(ds.filters):
+                if isinstance(f, PassRateFilter) and f.resources is not None and f.resources.nodes > 1:
+                    yield ("datasets", name, "filters", i, "resources", "nodes"), f.resources.nodes
 
 
 def cmd_run(args, extra) -> int:

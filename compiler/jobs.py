@@ -31,10 +31,10 @@ from .spec import (AnswerExtraction, Algorithm, DateCutoffFilter, DateWindow, De
                    DeepSpeedSettings, Domain, FigureReferenceFilter, GroupSize, HfSettings, InteractiveFilter,
                    LanguageFilter, LengthFilter, Lora, MinTestsFilter, MultipartFilter, MultipleChoiceFilter, PromptTemplate,
                    ProofFilter, Reference, RewardSettings, Samples, Sampling, ScratchArchitecture, ScratchTokenizer,
-                   Source, SpecialJudgeFilter, Temperature, TrueFalseFilter, ValidateTestsFilter, VllmSettings,
+                   Source, SpecialJudgeFilter, Temperature, TrueFalseFilter, ValidateTestsFilter,
                    AnswerParseableFilter, WeakTestsFilter)
 
-KINDS = ("model", "curate", "filter", "train", "bench", "report")
+KINDS = ("model", "sample", "curate", "filter", "train", "bench", "report")
 Dtype = Literal["bfloat16", "float16", "float32"]
 
 
@@ -62,14 +62,43 @@ class DataFile(JobModel):
     sha256: str | None
 
 
+class VllmEngine(JobModel):
+    """vLLM's knobs for one engine (replica): train jobs take them from the stage's `rollout.vllm`
+    (pipeline parallel 1, no quantization), inference jobs from their resolved `inference.<kind>` block."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpu_memory_utilization: float
+    kv_cache_memory_bytes: int | None
+    enforce_eager: bool
+    max_num_seqs: int
+    quantization: str | None
+
+
 class EngineSettings(JobModel):
     """The rollout engine of a job: which engine, its knobs and the prompt budget (spec: `rollout`,
-    less its sampling settings, which each kind sets in its own place)."""
+    less its sampling settings, which each kind sets in its own place; inference jobs: their
+    `inference.<kind>` block over it)."""
 
     engine: Literal["vllm", "hf"]
     max_prompt_tokens: int
-    vllm: VllmSettings
+    vllm: VllmEngine
     hf: HfSettings
+
+
+class Replicas(JobModel):
+    """How an inference job spreads over its GPUs: `count` engine replicas (data parallel), each on
+    `gpus` GPUs (tensor x pipeline parallel; 0 on CPU), over `nodes` nodes. Prompts are sharded by
+    global index and seeded by it, so results do not depend on `count`."""
+
+    count: int
+    gpus: int
+    """GPUs of one replica (TP x PP); 0: the replicas run on CPU."""
+    nodes: int
+    """Nodes of the job; a replica spans `gpus / gpus_per_node` nodes when it needs more than one."""
+    gpus_per_node: int
+    cpus: int
+    """CPU threads of one replica (the job's cpus per node shared by the replicas on a node)."""
 
 
 class Prompts(JobModel):
@@ -85,7 +114,9 @@ class Inference(JobModel):
 
     rollout: EngineSettings
     dtype: Dtype
-    max_context: int
+    max_model_len: int
+    """The engine's longest sequence: the job's prompt budget + response budget, at most `model.max_context`
+    (or the engine block's `max_model_len`)."""
     prompt: Prompts
 
 
@@ -137,6 +168,30 @@ class PassRate(JobModel):
     stop: list[str]
     """Stop strings (the stage's `rollout.stop` for `filter_before`, the spec's for curation): the
     pass rate is measured with the stopping the policy trains with."""
+
+
+class PassRateSampling(JobModel):
+    """What a `sample` job samples: k responses per item from the model of input `model`."""
+
+    model: str
+    """The input role whose `model/` folder is sampled (`policy`: the initial model; `teacher`: another)."""
+    k: int
+    max_response_tokens: int
+    temperature: float
+    top_p: float
+    stop: list[str]
+
+
+class PassRateCut(JobModel):
+    """A curation `pass_rate` filter's thresholds, applied to the measurement its `sample` job wrote
+    on each record (`meta.pass_rate`): the samples are made once per (items, model, sampling), the
+    thresholds are the dataset's own."""
+
+    kind: Literal["pass_rate"]
+    min: float
+    max: float
+    majority: bool
+    min_response_tokens: int | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +266,7 @@ class Decontaminate(JobModel):
 CurateFilter = Annotated[
     Union[
         LanguageFilter, MultipartFilter, MultipleChoiceFilter, TrueFalseFilter, ProofFilter, FigureReferenceFilter,
-        LengthFilter, AnswerParseableFilter, DedupExactFilter, DedupNearFilter, Decontaminate, PassRate,
+        LengthFilter, AnswerParseableFilter, DedupExactFilter, DedupNearFilter, Decontaminate, PassRateCut,
         DateCutoffFilter, MinTestsFilter, InteractiveFilter, SpecialJudgeFilter, ValidateTestsFilter, WeakTestsFilter,
     ],
     Field(discriminator="kind"),
@@ -219,16 +274,37 @@ CurateFilter = Annotated[
 
 
 class CurateJob(JobModel):
+    """A dataset's curation. Its filters run on the records of its sources, or, when the dataset has a
+    `pass_rate` filter, on the records its last `sample` job (input `upstream`) wrote: the filters
+    before that point ran there, and `filters` starts with that pass-rate's thresholds (`PassRateCut`)."""
+
     dataset: str
     domain: Domain
     sources: list[DataSource]
+    """[] when the records come from input `upstream`."""
     filters: list[CurateFilter]
     seed: int | None
-    """Only randomised curation (shuffled sources, sampling filters) depends on the seed."""
+    """Only randomised curation (shuffled sources) depends on the seed."""
     grading: Grading | None
-    """Set when a filter grades answers (`pass_rate`, `validate_tests`, `weak_tests`)."""
-    inference: Inference | None
-    """Set when a filter samples from a model (`pass_rate`)."""
+    """Set when a filter grades answers (`validate_tests`, `weak_tests`)."""
+
+
+class SampleJob(JobModel):
+    """Pass-rate samples: the records of `sources` (or of input `upstream`, an earlier `sample` job)
+    through `filters`, then k graded samples of each from one model, measured on the record
+    (`meta.pass_rate`: k, correct, rate, majority, mean tokens of the correct ones). No dataset name
+    and no thresholds: every dataset and filter that asks for the same samples shares the job."""
+
+    domain: Domain
+    sources: list[DataSource]
+    """[] when the records come from input `upstream`."""
+    filters: list[CurateFilter]
+    """Run before sampling: the dataset's filters up to this pass-rate (from `upstream`'s, on)."""
+    sampling: PassRateSampling
+    seed: int
+    grading: Grading
+    inference: Inference
+    replicas: Replicas
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +318,7 @@ class FilterJob(JobModel):
     seed: int
     inference: Inference
     grading: Grading
+    replicas: Replicas
 
 
 class TrainSampling(JobModel):
@@ -301,6 +378,7 @@ class BenchJob(JobModel):
     step: int | None
     """The input train job's snapshot at this step (`snapshot_folder(step)/model`, `evaluate_every`);
     null = the input's own `model/` (a stage's end, or the initial model)."""
+    replicas: Replicas
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +420,6 @@ class ReportJob(JobModel):
     metrics: dict[str, list[str]]
 
 
-CONFIGS: dict[str, type[JobModel]] = {"model": ModelJob, "curate": CurateJob, "filter": FilterJob,
+CONFIGS: dict[str, type[JobModel]] = {"model": ModelJob, "sample": SampleJob, "curate": CurateJob, "filter": FilterJob,
                                       "train": TrainJob, "bench": BenchJob, "report": ReportJob}
-JobConfig = Union[ModelJob, CurateJob, FilterJob, TrainJob, BenchJob, ReportJob]
+JobConfig = Union[ModelJob, SampleJob, CurateJob, FilterJob, TrainJob, BenchJob, ReportJob]

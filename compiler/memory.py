@@ -1,11 +1,17 @@
-"""GPU memory per GPU of every train, filter and bench job, estimated before launch.
+"""GPU memory per GPU of every train job and every inference job (bench, filter, sample), estimated
+before launch.
 
 What: `train_estimate(TrainInputs)` and `engine_estimate(EngineInputs)` return an `Estimate` per GPU in
 GiB, split into named parts (weights, gradients, optimizer states, activations, the log-prob chunk,
 the rollout engine, ...), with what went to host memory and what vLLM's sleep mode would free.
-`stage_train` / `stage_filter` / `benchmark_engine` build those inputs from a validated spec; the
-plan (`rlspec plan`) shows the estimates and the checks (`rlspec check`) refuse a job whose estimate
-exceeds `resources.<kind>.gpu_mem_gb`, listing what would make it fit (`remedies`).
+`stage_train` builds a train job's inputs from a validated spec; `inference_jobs(spec)` lists every
+inference job with its engine block resolved as the plan resolves it (`compiler/engines.py`), and
+`inference_inputs` gives one replica's inputs: weights split over tensor x pipeline parallel at the
+quantization's (or the checkpoint's saved) bytes per weight, the KV cache of one pipeline stage,
+latent attention (DeepSeek-V3/R1) as one vector per token and layer. A model known only by its
+parameter count (from its name) gets a weights-only bound (`WeightsOnly`). The plan (`rlspec plan`)
+shows the estimates and the checks (`rlspec check`) refuse a job whose estimate exceeds its
+resources' `gpu_mem_gb`, listing what would make it fit (`remedies`, `inference_remedies`).
 
 Why: at 8K-32K tokens a 7B policy's activations, its 152K-vocabulary logits and a colocated vLLM
 engine decide whether a step fits; learning that from an out-of-memory error hours into a job is
@@ -25,12 +31,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import uris
-from .spec import JobResources, Lora, ModelSpec, Spec, Stage
+from . import engines, uris
+from .spec import InferenceEngine, JobResources, Lora, ModelSpec, PassRateFilter, Spec, Stage
+
+PathT = tuple[str | int, ...]
 
 GIB = 1 << 30
 WEIGHT_SYNC_BUCKET = 256 * 2**20  # bytes the ZeRO-3 weight push gathers at once (runtime/grpo/weightsync.py)
@@ -71,6 +80,12 @@ class Shape:
     intermediate: int
     largest_module: int  # parameters of the biggest module ZeRO-3 gathers at once (embedding or one layer)
     source: str  # where the shape came from, for the plan
+    # Latent-attention models (DeepSeek-V3/R1 MLA) cache one compressed vector per token and layer,
+    # not K and V per head: its width in values (kv_lora_rank + qk_rope_head_dim), the same on every
+    # tensor-parallel rank. None: dense attention, 2 x kv_heads x head_dim.
+    kv_latent: int | None = None
+    saved_weight_bytes: float | None = None  # a checkpoint saved quantized (R1: fp8, 1 byte); None: the dtype's
+    embedding_params: int = 0  # embedding + output head: vLLM keeps them in the dtype under quantization
 
 
 @dataclass(frozen=True)
@@ -102,17 +117,33 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "Qwen/Qwen2.5-7B": _QWEN_7B,
     "Qwen/Qwen2.5-14B": _QWEN_14B,
     "Qwen/Qwen2.5-32B": _QWEN_32B,
+    # DeepSeek-R1 (= DeepSeek-V3's architecture): a mixture of experts with latent attention, saved in
+    # fp8 (config.json `quantization_config`); 671B parameters (the Hub's 685B adds the 14B
+    # multi-token-prediction module, which vLLM does not load for sampling).
+    "deepseek-ai/DeepSeek-R1": dict(
+        model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+        num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128, n_routed_experts=256,
+        n_shared_experts=1, num_experts_per_tok=8, first_k_dense_replace=3, q_lora_rank=1536, kv_lora_rank=512,
+        qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, vocab_size=129280, tie_word_embeddings=False,
+        quantization_config={"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}),
     "meta-llama/Llama-3.1-8B": dict(
         model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, attention_bias=False, mlp_bias=False),
 }
 _KNOWN_BY_LOWER = {name.lower(): (name, cfg) for name, cfg in KNOWN_MODELS.items()}
 DENSE_TYPES = ("qwen2", "llama", "mistral", "qwen3")
+MLA_TYPES = ("deepseek_v3",)
+SAVED_QUANT_BYTES = {"fp8": 1.0}  # config.json quantization_config.quant_method -> bytes per weight as saved
+# vLLM `quantization` -> bytes per weight of the quantized linear layers (awq/gptq/bitsandbytes: 4-bit;
+# compressed-tensors schemes differ, so it counts as the dtype's, an upper bound)
+QUANT_BYTES = {"fp8": 1.0, "awq": 0.5, "gptq": 0.5, "bitsandbytes": 0.5}
 
 
 def shape_from_config(cfg: dict[str, Any], source: str) -> Shape | NotEstimated:
-    """A dense decoder's shape and exact parameter count from its HF config.json fields."""
+    """A dense decoder's (or DeepSeek-V3/R1's) shape and parameter count from its HF config.json fields."""
     kind = cfg.get("model_type")
+    if kind in MLA_TYPES:
+        return _mla_shape(cfg, source)
     if kind not in DENSE_TYPES:
         return NotEstimated(f"{source}: model_type {kind!r} is not modelled (dense {', '.join(DENSE_TYPES)} are)")
     try:
@@ -132,6 +163,29 @@ def shape_from_config(cfg: dict[str, Any], source: str) -> Shape | NotEstimated:
     tied = bool(cfg.get("tie_word_embeddings", False))
     params = vocab * h * (1 if tied else 2) + layers * layer + h
     return Shape(params, h, layers, heads, kv, hd, vocab, inter, max(vocab * h, layer), source)
+
+
+def _mla_shape(cfg: dict[str, Any], source: str) -> Shape | NotEstimated:
+    """DeepSeek-V3/R1: latent attention (queries and keys/values through low-rank projections), the
+    first `first_k_dense_replace` layers dense, the others `n_routed_experts` experts plus shared
+    ones. Parameters counted from the projections (671B for R1, the published total)."""
+    try:
+        h, layers, heads = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
+        qr, kvr = int(cfg["q_lora_rank"]), int(cfg["kv_lora_rank"])
+        nope, rope, v = int(cfg["qk_nope_head_dim"]), int(cfg["qk_rope_head_dim"]), int(cfg["v_head_dim"])
+        inter, moe_inter = int(cfg["intermediate_size"]), int(cfg["moe_intermediate_size"])
+        experts, shared = int(cfg["n_routed_experts"]), int(cfg.get("n_shared_experts") or 0)
+        dense, vocab = int(cfg["first_k_dense_replace"]), int(cfg["vocab_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return NotEstimated(f"{source}: config.json lacks a usable {exc}")
+    attn = h * qr + qr + qr * heads * (nope + rope) + h * (kvr + rope) + kvr + kvr * heads * (nope + v) + heads * v * h
+    moe = (experts + shared) * 3 * h * moe_inter + experts * h
+    mlp_params = dense * 3 * h * inter + (layers - dense) * moe
+    embedding = vocab * h * (1 if cfg.get("tie_word_embeddings") else 2)
+    params = embedding + layers * (attn + 2 * h) + mlp_params + h
+    quant = (cfg.get("quantization_config") or {}).get("quant_method")
+    return Shape(params, h, layers, heads, heads, nope + rope, vocab, inter, max(vocab * h, attn + moe), source,
+                 kv_latent=kvr + rope, saved_weight_bytes=SAVED_QUANT_BYTES.get(quant), embedding_params=embedding)
 
 
 def model_shape(model: ModelSpec, spec_dir: Path | None) -> Shape | NotEstimated:
@@ -237,6 +291,9 @@ class EngineInputs:
     hf_batch_size: int
     max_context: int  # the engine's max_model_len
     sequence_tokens: int  # the job's max prompt + max response
+    # inference jobs (`inference.<kind>`); a train stage's colocated engine has neither
+    pipeline_parallel_size: int = 1
+    quantization: str | None = None  # vLLM `quantization`; None: the checkpoint's own (Shape.saved_weight_bytes)
 
 
 def lora_targets(s: Shape) -> dict[str, tuple[int, int]]:
@@ -301,16 +358,30 @@ def _engine_parts(e: EngineInputs) -> tuple[dict[str, float], dict[str, Any], tu
 
 
 def _kv_bytes_per_token(e: EngineInputs) -> int:
+    """KV-cache bytes per token on one GPU: the layers of its pipeline stage (the largest stage), each
+    K and V of its share of the KV heads, or (latent attention) one latent vector, which every
+    tensor-parallel rank holds whole."""
     s = e.shape
+    layers = math.ceil(s.layers / e.pipeline_parallel_size)
+    if s.kv_latent is not None:
+        return layers * s.kv_latent * DTYPE_BYTES[e.dtype]
     kv_heads = max(1, s.kv_heads // e.tensor_parallel_size)  # fewer KV heads than GPUs: vLLM replicates
-    return 2 * s.layers * kv_heads * s.head_dim * DTYPE_BYTES[e.dtype]
+    return 2 * layers * kv_heads * s.head_dim * DTYPE_BYTES[e.dtype]
+
+
+def weight_bytes(shape: Shape, dtype: str, quantization: str | None) -> float:
+    """Bytes of all weights: quantized linear layers at `quantization`'s width (or the checkpoint's
+    saved one), embeddings and output head in the dtype."""
+    b = DTYPE_BYTES[dtype]
+    per = QUANT_BYTES.get(quantization, b) if quantization is not None else (shape.saved_weight_bytes or b)
+    return (shape.params - shape.embedding_params) * per + shape.embedding_params * b
 
 
 def _vllm_parts(e: EngineInputs) -> tuple[dict[str, float], dict[str, Any], tuple[str, ...]]:
     """vLLM takes `gpu_memory_utilization` x the GPU at start-up (or weights + reserve + the KV cache
     it was given in bytes): its weights, the peak of one profiling batch, and a KV cache of the rest."""
     s, b, tp = e.shape, DTYPE_BYTES[e.dtype], e.tensor_parallel_size
-    weights = _bytes_to_gib(s.params * b / tp)
+    weights = _bytes_to_gib(weight_bytes(s, e.dtype, e.quantization) / (tp * e.pipeline_parallel_size))
     tokens = VLLM_BATCHED_TOKENS[0] if e.gpu_mem_gb >= 70 else VLLM_BATCHED_TOKENS[1]
     # profiling peak: one layer's gate/up/act outputs for the batch, and the sampler's fp32 logits
     # (+ probabilities and log-probs) for max_num_seqs sequences
@@ -336,7 +407,7 @@ def _vllm_parts(e: EngineInputs) -> tuple[dict[str, float], dict[str, Any], tupl
     elif capacity < e.max_context:
         need = _bytes_to_gib(e.max_context * per_token)
         problems.append(f"vLLM refuses to start: its KV cache ({_r(kv)} GiB, {capacity:,} tokens) cannot hold one "
-                        f"sequence of max_model_len = model.max_context = {e.max_context:,} tokens ({_r(need)} GiB)")
+                        f"sequence of max_model_len = {e.max_context:,} tokens ({_r(need)} GiB)")
     return {"rollout_engine": reserved}, details, tuple(problems)
 
 
@@ -516,7 +587,8 @@ def _engine_inputs(spec: Spec, rollout, resources: JobResources, shape: Shape, r
     return EngineInputs(shape=shape, dtype=spec.model.dtype, engine=rollout.engine, gpu_mem_gb=resources.gpu_mem_gb,
                         gpu_memory_utilization=v.gpu_memory_utilization, tensor_parallel_size=v.tensor_parallel_size,
                         kv_cache_memory_bytes=v.kv_cache_memory_bytes, max_num_seqs=v.max_num_seqs,
-                        hf_batch_size=rollout.hf.batch_size, max_context=spec.model.max_context,
+                        hf_batch_size=rollout.hf.batch_size,
+                        max_context=engines.max_model_len(spec, rollout.max_prompt_tokens, response_tokens),
                         sequence_tokens=rollout.max_prompt_tokens + response_tokens)
 
 
@@ -556,32 +628,179 @@ def lora_shape(cfg: Lora | None, shape: Shape) -> LoraShape | NotEstimated | Non
     return LoraShape(rank=cfg.rank, dropout=cfg.dropout > 0, modules=tuple(dims[name] for name in dict.fromkeys(last)))
 
 
-def stage_filter(spec: Spec, stage: Stage, spec_dir: Path | None) -> EngineInputs | NotEstimated:
-    """The inputs of a stage's hard-prompt filter job (it samples with the stage's rollout settings)."""
-    f = stage.filter_before
-    assert f is not None
-    tokens = f.max_response_tokens or stage.max_response_tokens
-    return _engine_job(spec, stage.rollout, spec.resources.filter, "filter", tokens, spec_dir)
+@dataclass(frozen=True)
+class InferenceJob:
+    """One bench, filter or sample job of a spec as `rlspec check` and the plan see it: its engine
+    block resolved as the plan resolves it (`compiler/engines.py`), its resources and lengths, and
+    the spec paths a message points at."""
+
+    kind: str  # bench, filter or sample
+    what: str  # "the bench jobs of 'aime24'", for messages
+    path: PathT  # the benchmark, stage filter or pass-rate filter
+    block: InferenceEngine  # `inference.<kind>` with the job's `engine` over it, every default filled
+    block_path: PathT  # the most specific engine block that writes the parallelism (or resources)
+    engine_path: PathT  # the most specific one that writes the engine, quantization or TP/PP
+    resources: JobResources
+    resources_path: PathT
+    response_tokens: int
+    model: str | None  # a teacher (`pass_rate.policy`); None: the policy (the spec's model architecture)
+
+    @property
+    def max_model_len(self) -> int:
+        assert self.block.max_model_len is not None  # `_inference_job` fills it
+        return self.block.max_model_len
 
 
-def benchmark_engine(spec: Spec, name: str, spec_dir: Path | None) -> EngineInputs | NotEstimated:
-    """The inputs of a benchmark's bench jobs (top-level rollout settings, the benchmark's length)."""
-    tokens = spec.benchmarks[name].sampling.max_response_tokens
-    return _engine_job(spec, spec.rollout, spec.resources.bench, "bench", tokens, spec_dir)
+def inference_jobs(spec: Spec) -> list[InferenceJob]:
+    """Every benchmark's bench jobs, every stage's filter job and every pass-rate filter's sample job
+    (of a dataset some stage trains on: the others are not curated)."""
+    jobs = [_inference_job(spec, "bench", f"the bench jobs of {name!r}", ("benchmarks", name), b.engine,
+                           spec.resources.bench, None, b.sampling.max_response_tokens, None)
+            for name, b in spec.benchmarks.items()]
+    for i, stage in enumerate(spec.stages):
+        f = stage.filter_before
+        if f is not None:
+            jobs.append(_inference_job(spec, "filter", f"the filter job before stage {stage.name!r}",
+                                       ("stages", i, "filter_before"), f.engine, spec.resources.filter, None,
+                                       f.max_response_tokens or stage.max_response_tokens, None))
+    for name, ds in spec.datasets.items():
+        first = next((s.max_response_tokens for s in spec.stages if name in s.datasets), None)
+        for j, f in enumerate(ds.filters):
+            if not isinstance(f, PassRateFilter) or (f.max_response_tokens or first) is None:
+                continue
+            who = "the initial model" if f.policy == "initial" else f.policy
+            jobs.append(_inference_job(spec, "sample", f"the pass-rate samples of {who} on {name!r}",
+                                       ("datasets", name, "filters", j), f.engine, f.resources or spec.resources.sample,
+                                       ("datasets", name, "filters", j, "resources") if f.resources else None,
+                                       f.max_response_tokens or first, None if f.policy == "initial" else f.policy))
+    return jobs
 
 
-def _engine_job(spec: Spec, rollout, res: JobResources, kind: str, tokens: int, spec_dir: Path | None):
+PARALLEL_FIELDS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+ENGINE_FIELDS = ("engine", "quantization", "tensor_parallel_size", "pipeline_parallel_size")
+
+
+def _inference_job(spec: Spec, kind: str, what: str, path: PathT, override: InferenceEngine | None,
+                   res: JobResources, res_path: PathT | None, tokens: int, model: str | None) -> InferenceJob:
+    block = engines.inference_block(spec, kind, override)
+    length = engines.max_model_len(spec, spec.rollout.max_prompt_tokens, tokens, block)
+    res_path = res_path or ("resources", kind)
+    return InferenceJob(kind, what, path, block.model_copy(update={"max_model_len": length}),
+                        _writer(spec, kind, path, override, PARALLEL_FIELDS, res_path),
+                        _writer(spec, kind, path, override, ENGINE_FIELDS, ("inference", kind)), res, res_path,
+                        tokens, model)
+
+
+def _writer(spec: Spec, kind: str, path: PathT, override: InferenceEngine | None, fields: tuple[str, ...],
+            fallback: PathT) -> PathT:
+    """The most specific engine block that writes one of `fields`: the job's own, `inference.<kind>`, else `fallback`."""
+    if override is not None and override.model_fields_set & set(fields):
+        return (*path, "engine")
+    if getattr(spec.inference, kind).model_fields_set & set(fields):
+        return ("inference", kind)
+    return fallback
+
+
+def inference_inputs(spec: Spec, job: InferenceJob, spec_dir: Path | None) -> EngineInputs | WeightsOnly | NotEstimated:
+    """The memory inputs of one replica of an inference job: the full estimate when the model's shape
+    is known, a weights-only bound when only its parameter count is, else not estimated."""
+    res, b = job.resources, job.block
     if res.gpus == 0:
-        return NotEstimated(f"runs on CPU (resources.{kind}.gpus = 0)")
-    shape = model_shape(spec.model, spec_dir)
-    return shape if isinstance(shape, NotEstimated) else _engine_inputs(spec, rollout, res, shape, tokens)
+        return NotEstimated(f"runs on CPU ({'.'.join(map(str, job.resources_path))}.gpus = 0)")
+    shape = model_shape(spec.model, spec_dir) if job.model is None else named_shape(job.model, spec_dir)
+    if isinstance(shape, NotEstimated):
+        params = params_from_name(job.model) if job.model is not None else None
+        if params is None:
+            return shape
+        return WeightsOnly(params, DTYPE_BYTES[b.dtype or spec.model.dtype], b.quantization,
+                           b.tensor_parallel_size * b.pipeline_parallel_size, res.gpu_mem_gb,
+                           b.gpu_memory_utilization, f"{params / 1e9:g}B parameters read from the name {job.model!r}")
+    assert b.engine and b.dtype and b.max_num_seqs and b.hf_batch_size  # inference_block fills them
+    return EngineInputs(shape=shape, dtype=b.dtype, engine=b.engine, gpu_mem_gb=res.gpu_mem_gb,
+                        gpu_memory_utilization=b.gpu_memory_utilization, tensor_parallel_size=b.tensor_parallel_size,
+                        kv_cache_memory_bytes=b.kv_cache_memory_bytes, max_num_seqs=b.max_num_seqs,
+                        hf_batch_size=b.hf_batch_size, max_context=job.max_model_len,
+                        sequence_tokens=spec.rollout.max_prompt_tokens + job.response_tokens,
+                        pipeline_parallel_size=b.pipeline_parallel_size, quantization=b.quantization)
 
 
-def estimate(inputs: TrainInputs | EngineInputs | NotEstimated) -> Estimate | NotEstimated:
+def stage_filter(spec: Spec, stage: Stage, spec_dir: Path | None) -> EngineInputs | WeightsOnly | NotEstimated:
+    """The inputs of a stage's hard-prompt filter job (`inference.filter` + its `engine`)."""
+    path = ("stages", next(i for i, s in enumerate(spec.stages) if s.name == stage.name), "filter_before")
+    job = next(j for j in inference_jobs(spec) if j.path == path)
+    return inference_inputs(spec, job, spec_dir)
+
+
+def benchmark_engine(spec: Spec, name: str, spec_dir: Path | None) -> EngineInputs | WeightsOnly | NotEstimated:
+    """The inputs of a benchmark's bench jobs (`inference.bench` + its `engine`)."""
+    job = next(j for j in inference_jobs(spec) if j.kind == "bench" and j.path == ("benchmarks", name))
+    return inference_inputs(spec, job, spec_dir)
+
+
+def sample_engine(spec: Spec, config: Any, teacher: str | None, spec_dir: Path | None):
+    """The inputs of a compiled `sample` job (`config`: its SampleJob; `teacher`: its teacher as the
+    spec or its model job names it, `hf://org/name` or `org/name`, None when it samples the initial
+    model): the first pass-rate filter of the spec whose job has that model, length and engine (the
+    plan shares one job among all of them)."""
+    for job in inference_jobs(spec):
+        if job.kind != "sample" or _hub(job.model) != _hub(teacher) or \
+                job.response_tokens != config.sampling.max_response_tokens:
+            continue
+        if engines.inference_engine(spec, job.block) == config.inference.rollout:
+            return inference_inputs(spec, job, spec_dir)
+    return NotEstimated("no pass-rate filter of the spec matches this sample job")
+
+
+def _hub(name: str | None) -> str | None:
+    """`hf://org/name@rev` -> `org/name`; a folder or None as it is."""
+    if name is None or not uris.is_hf(name):
+        return name
+    try:
+        return uris.parse_model(name).name
+    except uris.UriError:
+        return name
+
+
+def params_from_name(name: str) -> int | None:
+    """A parameter count a model's name states (`Llama-3.1-70B-Instruct` -> 70e9; `Qwen3-235B-A22B`
+    -> 235e9, the total): only for a weights-only bound. `8x7B` style names state no total."""
+    found = re.search(r"(?<![\dx.])(\d+(?:\.\d+)?)[Bb](?![A-Za-z0-9])", name.rstrip("/").split("/")[-1].split("@")[0])
+    return int(float(found[1]) * 1e9) if found else None
+
+
+@dataclass(frozen=True)
+class WeightsOnly:
+    """A model whose shape is unknown but whose parameter count is: its weights split over one
+    replica's GPUs against vLLM's share of a GPU (KV cache and activations not counted: a lower bound)."""
+
+    params: int
+    dtype_bytes: int
+    quantization: str | None
+    gpus: int
+    gpu_mem_gb: float
+    gpu_memory_utilization: float
+    source: str
+
+
+def weights_only_estimate(w: WeightsOnly) -> Estimate:
+    per = QUANT_BYTES.get(w.quantization, w.dtype_bytes) if w.quantization else w.dtype_bytes
+    weights = _bytes_to_gib(w.params * per / w.gpus)
+    share = w.gpu_memory_utilization * w.gpu_mem_gb
+    problems = () if weights < share else (
+        f"its weights alone ({_r(weights)} GiB per GPU over {w.gpus} GPUs, {w.source}) exceed vLLM's share "
+        f"({_r(share)} GiB = gpu_memory_utilization {w.gpu_memory_utilization} x {w.gpu_mem_gb:g})",)
+    return Estimate(w.gpu_mem_gb, {"cuda_context": CUDA_CONTEXT_GIB, "weights": weights},
+                    {"bound": "weights only (KV cache and activations not counted)", "source": w.source,
+                     "gpus_per_replica": w.gpus}, problems=problems)
+
+
+def estimate(inputs: TrainInputs | EngineInputs | WeightsOnly | NotEstimated) -> Estimate | NotEstimated:
     if isinstance(inputs, TrainInputs):
         return train_estimate(inputs)
     if isinstance(inputs, EngineInputs):
         return engine_estimate(inputs)
+    if isinstance(inputs, WeightsOnly):
+        return weights_only_estimate(inputs)
     return inputs
 
 
@@ -617,6 +836,47 @@ def remedies(inputs: TrainInputs | EngineInputs) -> list[str]:
     short = rollout["engine"] == "vllm" and rollout["kv_tokens"] < rollout["max_model_len"]
     kv = _engine_remedies(t.engine, colocated=True) if short else []
     return kv + [f"{what} -> {_r(est.total)} GiB{_verdict(est)}" for est, what in results] + _utilization_remedy(t)
+
+
+def inference_remedies(job: InferenceJob, inputs: EngineInputs | WeightsOnly | NotEstimated) -> list[str]:
+    """For an inference job that does not fit: the keys of its engine block (its own `engine`, else
+    `inference.<kind>`) that would, each with the estimate after the change. More GPUs per replica
+    keep the job's GPUs: DP = GPUs / (TP x PP) falls with them."""
+    if isinstance(inputs, NotEstimated):
+        return []
+    where = ".".join(map(str, job.path)) + ".engine" if job.block_path[-1] == "engine" else f"inference.{job.kind}"
+    per_node = job.resources.gpus
+    found: list[tuple[str, Any]] = []
+    if isinstance(inputs, WeightsOnly):
+        if _placeable(inputs.gpus * 2, job.resources):
+            found.append((f"{where}.pipeline_parallel_size: {2 * job.block.pipeline_parallel_size}",
+                          dataclasses.replace(inputs, gpus=inputs.gpus * 2)))
+        return [f"{what} -> weights {_r(weights_only_estimate(w).parts['weights'])} GiB per GPU" for what, w in found]
+    e = inputs
+    if e.engine == "hf":
+        half = dataclasses.replace(e, hf_batch_size=max(1, e.hf_batch_size // 2))
+        return [f"{where}.hf_batch_size: {half.hf_batch_size} -> {_r(engine_estimate(half).total)} GiB"]
+    tp, pp = e.tensor_parallel_size, e.pipeline_parallel_size
+    if _placeable(tp * 2 * pp, job.resources) and tp * 2 <= per_node:
+        found.append((f"{where}.tensor_parallel_size: {2 * tp}", dataclasses.replace(e, tensor_parallel_size=2 * tp)))
+    elif _placeable(tp * pp * 2, job.resources):
+        found.append((f"{where}.pipeline_parallel_size: {2 * pp}", dataclasses.replace(e, pipeline_parallel_size=2 * pp)))
+    if e.gpu_memory_utilization < 0.9:
+        found.append((f"{where}.gpu_memory_utilization: 0.9", dataclasses.replace(e, gpu_memory_utilization=0.9)))
+    if e.quantization is None and e.shape.saved_weight_bytes is None and DTYPE_BYTES[e.dtype] > 1:
+        found.append((f"{where}.quantization: fp8", dataclasses.replace(e, quantization="fp8")))
+    out = [f"{what} -> {_verdict(engine_estimate(changed)).strip(' ()') or 'fits'} (KV cache "
+           f"{engine_estimate(changed).details['kv_cache_gib']} GiB)" for what, changed in found]
+    if e.max_context > e.sequence_tokens:
+        out.append(f"{where}.max_model_len: {e.sequence_tokens} (the job's prompt + response budget; now "
+                   f"{e.max_context:,})")
+    return out
+
+
+def _placeable(replica: int, res: JobResources) -> bool:
+    """A replica of this many GPUs divides a node or is whole nodes, within the job's GPUs."""
+    g = res.gpus
+    return replica <= g * res.nodes and (g % replica == 0 if replica <= g else replica % g == 0)
 
 
 def _verdict(est: Estimate) -> str:

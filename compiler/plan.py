@@ -7,7 +7,10 @@ workflow is made here, in plain Python; templates only format what this module r
 Job kinds (one name everywhere: rule, runtime module `rlspec.runtime.<kind>`, results folder):
   model  - every model the spec names, in the build folder: built from scratch (tokenizer, random
            init, SFT warm-up), fetched from the hub at its revision, or a local folder linked
-  curate - a dataset's sources through its filters -> prompts.parquet + funnel
+  sample - pass-rate samples of a teacher or the initial model on a dataset's items (the dataset's
+           filters up to its `pass_rate`), shared by every dataset that asks for the same samples
+  curate - a dataset's sources (or its last sample job's records) through its filters ->
+           prompts.parquet + funnel
   filter - a stage's hard-prompt filter on the policy entering it
   train  - one GRPO stage
   bench  - one (checkpoint, benchmark, sampling) evaluation
@@ -22,22 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from . import uris
-from .budget import filter_estimate, stage_estimate
+from .budget import bench_estimate, filter_estimate, sample_estimate, stage_estimate
 from .checks import train_ranks
 from .checks_train import snapshot_steps
+from .engines import inference_block, inference_engine, max_model_len, replicas, train_engine
 from .hashing import ID_LENGTH, canonical, content_hash, file_sha256, folder_fingerprint
 from .jobs import (KINDS, BenchJob, BenchmarkText, CurateJob, DataFile, DataSource, Decontaminate, EngineSettings,
-                   FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, Prompts,
-                   PythonReward, ReportCell, ReportJob, ReportStage, RewardFn, ScratchBuild, ScratchWarmup, TrainJob,
-                   TrainSampling, snapshot_folder)
-from .spec import (DecontaminateFilter, JobResources, LengthFilter, PassRateFilter, PromptOverride, RewardTerm,
-                   Rollout, Source, Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
+                   FetchBuild, FilterJob, Grading, Inference, JobModel, ModelJob, ModelName, PassRate, PassRateCut,
+                   PassRateSampling, Prompts, PythonReward, ReportCell, ReportJob, ReportStage, RewardFn, SampleJob,
+                   ScratchBuild, ScratchWarmup, TrainJob, TrainSampling, snapshot_folder)
+from .spec import (DecontaminateFilter, InferenceEngine, JobResources, LengthFilter, PassRateFilter, PromptOverride,
+                   RewardTerm, Source, Spec, Stage, ValidateTestsFilter, WeakTestsFilter)
 from .validate import Cell
 
 __all__ = ["KINDS", "ID_LENGTH", "canonical", "content_hash", "build_plan", "Plan", "PlannedJob", "totals"]
 
 # Software environment per job kind (conda files in the build folder's envs/).
-ENVIRONMENTS = {"model": "trainer", "curate": "sandbox", "filter": "rollout", "train": "trainer",
+ENVIRONMENTS = {"model": "trainer", "sample": "rollout", "curate": "sandbox", "filter": "rollout", "train": "trainer",
                 "bench": "eval", "report": "eval"}
 DECONTAMINATION_N = {"math": 9, "code": 14}  # the paper's n-gram sizes; other (text) domains: math's
 
@@ -214,11 +218,23 @@ class _CellBuilder:
             self.jobs[jid].cells.append(self.cell.index)
         return jid
 
-    def inference(self, rollout: Rollout, domains) -> Inference:
-        m = self.spec.model
-        engine = EngineSettings(engine=rollout.engine, max_prompt_tokens=rollout.max_prompt_tokens,
-                                vllm=rollout.vllm, hf=rollout.hf)
-        return Inference(rollout=engine, dtype=m.dtype, max_context=m.max_context, prompt=self.prompts(domains))
+    def train_inference(self, stage: Stage) -> Inference:
+        """A train stage's colocated engine (its `rollout`), sized to the stage's prompt + response budget."""
+        r = stage.rollout
+        return Inference(rollout=train_engine(r), dtype=self.spec.model.dtype,
+                         max_model_len=max_model_len(self.spec, r.max_prompt_tokens, stage.max_response_tokens),
+                         prompt=self.prompts(self.stage_domains(stage)))
+
+    def inference(self, kind: str, override: InferenceEngine | None, domains, response_tokens: int,
+                  res: JobResources):
+        """An inference job's engine (`inference.<kind>` with the job's `engine` keys over it) and its replicas."""
+        block = inference_block(self.spec, kind, override)
+        engine: EngineSettings = inference_engine(self.spec, block)
+        assert block.dtype is not None
+        inf = Inference(rollout=engine, dtype=block.dtype,
+                        max_model_len=max_model_len(self.spec, engine.max_prompt_tokens, response_tokens, block),
+                        prompt=self.prompts(domains))
+        return inf, replicas(block, res)
 
     # -------------------------------------------------------------------------------- models
 
@@ -270,11 +286,13 @@ class _CellBuilder:
         out = {}
         where = after if step is None else f"{after} step {step}"
         for name, b in self.spec.benchmarks.items():
+            inference, reps = self.inference("bench", b.engine, [b.domain], b.sampling.max_response_tokens,
+                                             self.res.bench)
             config = BenchJob(benchmark=name, domain=b.domain, source=self.files.source(b.source), k=b.k,
                               metrics=list(b.metrics), sampling=b.sampling, date_window=b.date_window, seed=0,
-                              inference=self.inference(self.spec.rollout, [b.domain]),
-                              grading=self.grading([b.domain]), step=step)
-            out[name] = self.add("bench", f"bench {name} @ {where}", config, policy, self.res.bench)
+                              inference=inference, grading=self.grading([b.domain]), step=step, replicas=reps)
+            out[name] = self.add("bench", f"bench {name} @ {where}", config, policy, self.res.bench,
+                                 bench_estimate(self.spec, name))
         return out
 
     def evaluations(self, stage: Stage, train_id: str) -> list[dict[str, Any]]:
@@ -291,8 +309,9 @@ class _CellBuilder:
                         temperature=f.temperature, top_p=f.top_p, majority=False, min_response_tokens=None,
                         stop=list(stage.rollout.stop))
         domains = self.stage_domains(stage)
-        config = FilterJob(stage=stage.name, pass_rate=rate, seed=self.spec.seed,
-                           inference=self.inference(stage.rollout, domains), grading=self.grading(domains))
+        inference, reps = self.inference("filter", f.engine, domains, rate.max_response_tokens, self.res.filter)
+        config = FilterJob(stage=stage.name, pass_rate=rate, seed=self.spec.seed, inference=inference,
+                           grading=self.grading(domains), replicas=reps)
         return self.add("filter", f"filter before {stage.name}", config, inputs, self.res.filter,
                         filter_estimate(self.spec, stage))
 
@@ -307,7 +326,7 @@ class _CellBuilder:
                           prompts_per_step=stage.prompts_per_step, group_size=stage.group_size,
                           max_response_tokens=stage.max_response_tokens,
                           sampling=TrainSampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=r.stop),
-                          algorithm=stage.algorithm, inference=self.inference(r, self.stage_domains(stage)),
+                          algorithm=stage.algorithm, inference=self.train_inference(stage),
                           grading=self.grading(self.stage_domains(stage)),
                           deepspeed=self.res.deepspeed, ranks=train_ranks(self.spec), seed=self.spec.seed,
                           dataset_weights=stage.dataset_weights,
@@ -318,46 +337,77 @@ class _CellBuilder:
                         stage_estimate(self.spec, stage))
 
     def curate(self, name: str, initial: str) -> str:
+        """The dataset's curate job. Each `pass_rate` filter cuts the chain: the filters before it run in
+        a `sample` job that also samples the model (content-addressed, so datasets asking for the same
+        samples share it), and what follows starts from that job's records with the thresholds."""
         spec, ds = self.spec, self.spec.datasets[name]
-        inputs: dict[str, str] = {}
-        teachers: dict[str, str] = {}  # model job id -> input role
-        randomised = any(s.shuffle for s in ds.sources)
-        samples = grades = False
         first_len = next((s.max_response_tokens for s in spec.stages if name in s.datasets), None)
-        filters: list[Any] = []
+        sources = [self.files.source(s) for s in ds.sources]
+        upstream: str | None = None  # the last sample job
+        pending: list[Any] = []  # filters since the last cut
         for f in ds.filters:
-            if isinstance(f, DecontaminateFilter):
-                names = f.benchmarks if f.benchmarks is not None else sorted(
-                    b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
-                benchmarks = {b: BenchmarkText(source=self.files.source(spec.benchmarks[b].source),
-                                               domain=spec.benchmarks[b].domain) for b in names}
-                filters.append(Decontaminate(kind="decontaminate", n=f.n or DECONTAMINATION_N.get(ds.domain, 9),
-                                             benchmarks=benchmarks,
-                                             extra_files=[self.files.file(p) for p in f.extra_files]))
-                continue
             if isinstance(f, PassRateFilter):
-                if f.policy == "initial":
-                    inputs["policy"] = initial
-                    role = "policy"
-                else:
-                    teacher = self.fetched(f.policy, None, None, "teacher")
-                    role = teachers.setdefault(teacher, f"teacher{len(teachers)}")
-                    inputs[role] = teacher
-                filters.append(PassRate(kind="pass_rate", model=role, k=f.k, min=f.min, max=f.max,
-                                        max_response_tokens=f.max_response_tokens or first_len,
-                                        temperature=f.temperature, top_p=f.top_p, majority=f.majority,
-                                        min_response_tokens=f.min_response_tokens, stop=list(spec.rollout.stop)))
-                randomised = samples = grades = True
+                upstream = self.sample_job(name, f, sources if upstream is None else [], pending, upstream,
+                                           initial, first_len)
+                pending = [PassRateCut(kind="pass_rate", min=f.min, max=f.max, majority=f.majority,
+                                       min_response_tokens=f.min_response_tokens)]
                 continue
-            if isinstance(f, LengthFilter) and f.unit == "tokens":
-                inputs["policy"] = initial  # the policy's tokenizer counts the tokens
-            grades = grades or isinstance(f, (ValidateTestsFilter, WeakTestsFilter))
-            filters.append(f)
-        config = CurateJob(dataset=name, domain=ds.domain, sources=[self.files.source(s) for s in ds.sources],
-                           filters=filters, seed=spec.seed if randomised else None,
-                           grading=self.grading([ds.domain]) if grades else None,
-                           inference=self.inference(spec.rollout, [ds.domain]) if samples else None)
+            pending.append(self.curation_filter(f, ds))
+        inputs: dict[str, str] = {"upstream": upstream} if upstream is not None else {}
+        if _counts_tokens(pending):
+            inputs["policy"] = initial  # the policy's tokenizer counts the tokens
+        grades = any(isinstance(f, (ValidateTestsFilter, WeakTestsFilter)) for f in pending)
+        config = CurateJob(dataset=name, domain=ds.domain, sources=sources if upstream is None else [],
+                           filters=pending, seed=spec.seed if upstream is None and any(s.shuffle for s in ds.sources)
+                           else None, grading=self.grading([ds.domain]) if grades else None)
         return self.add("curate", f"curate {name}", config, inputs, self.res.curate)
+
+    def curation_filter(self, f: Any, ds: Any) -> Any:
+        """A dataset filter as its job runs it (decontamination resolved to its benchmarks' texts)."""
+        if not isinstance(f, DecontaminateFilter):
+            return f
+        spec = self.spec
+        names = f.benchmarks if f.benchmarks is not None else sorted(
+            b for b, bench in spec.benchmarks.items() if bench.domain == ds.domain)
+        benchmarks = {b: BenchmarkText(source=self.files.source(spec.benchmarks[b].source),
+                                       domain=spec.benchmarks[b].domain) for b in names}
+        return Decontaminate(kind="decontaminate", n=f.n or DECONTAMINATION_N.get(ds.domain, 9), benchmarks=benchmarks,
+                             extra_files=[self.files.file(p) for p in f.extra_files])
+
+    def sample_job(self, dataset: str, f: PassRateFilter, sources: list[DataSource], filters: list[Any],
+                   upstream: str | None, initial: str, first_len: int | None) -> str:
+        """Pass-rate samples of `f.policy` (the initial model or a teacher) on the records of `sources`
+        or `upstream`, after `filters`."""
+        spec, ds = self.spec, self.spec.datasets[dataset]
+        inputs: dict[str, str] = {"upstream": upstream} if upstream is not None else {}
+        if f.policy == "initial":
+            role, who = "policy", "the initial model"
+            inputs["policy"] = initial
+        else:
+            role, who = "teacher", f.policy
+            inputs["teacher"] = self.fetched(f.policy, None, None, "teacher")
+        if _counts_tokens(filters):
+            inputs["policy"] = initial
+        tokens = f.max_response_tokens or first_len
+        assert tokens is not None  # checks: a dataset no stage uses is not curated
+        res = f.resources or self.res.sample
+        inference, reps = self.inference("sample", f.engine, [ds.domain], tokens, res)
+        sampling = PassRateSampling(model=role, k=f.k, max_response_tokens=tokens, temperature=f.temperature,
+                                    top_p=f.top_p, stop=list(spec.rollout.stop))
+        config = SampleJob(domain=ds.domain, sources=sources, filters=filters, sampling=sampling, seed=spec.seed,
+                           grading=self.grading([ds.domain]), inference=inference, replicas=reps)
+        jid = self.add("sample", f"sample {who} k={f.k} on {dataset}", config, inputs, res,
+                       sample_estimate(spec, dataset, f, tokens))
+        job = self.jobs[jid]
+        if not job.label.endswith((f" {dataset}", f", {dataset}")) and f", {dataset}," not in job.label:
+            job.label += f", {dataset}"  # one job, shared: its label names every dataset it serves
+        if job.estimate is not None and job.estimate["gpu_hours"] is None:  # a later dataset may know the size
+            job.estimate = sample_estimate(spec, dataset, f, tokens)
+        return jid
+
+
+def _counts_tokens(filters: list[Any]) -> bool:
+    return any(isinstance(f, LengthFilter) and f.unit == "tokens" for f in filters)
 
 
 def _used_datasets(spec: Spec) -> list[str]:
@@ -385,19 +435,24 @@ def _report_job(spec: Spec, cells: list[CellJobs], jobs: dict[str, PlannedJob]) 
 
 def totals(plan: Plan) -> dict[str, Any]:
     """Rollout tokens and GPU-hours per cell (every job the cell needs) and for the grid (each shared
-    job counted once)."""
+    job counted once). A job without a budget (model, curate, report) on CPU needs no GPU-hours
+    (`cpu_jobs`); one on GPUs, or a budget whose size is unknown, is `jobs_without_estimate`."""
     def add(job_ids) -> dict[str, Any]:
-        tokens, hours, unknown = 0, 0.0, 0
+        tokens, hours, unknown, cpu = 0, 0.0, 0, 0
         for jid in job_ids:
-            est = plan.jobs[jid].estimate
+            job = plan.jobs[jid]
+            est = job.estimate
             if est is None:
+                cpu += job.resources["gpus"] == 0
+                unknown += job.resources["gpus"] > 0
                 continue
             if est.get("rollout_tokens") is None:
                 unknown += 1
                 continue
             tokens += est["rollout_tokens"]
             hours += est["gpu_hours"]
-        return {"rollout_tokens": tokens, "gpu_hours": round(hours, 3), "jobs_without_estimate": unknown}
+        return {"rollout_tokens": tokens, "gpu_hours": round(hours, 3), "jobs_without_estimate": unknown,
+                "cpu_jobs": cpu}
     per_cell = {}
     for cj in plan.cells:
         ids = [j.id for j in plan.jobs.values() if cj.cell.index in j.cells]

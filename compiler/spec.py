@@ -396,6 +396,66 @@ class DecontaminateFilter(_Filter):
     """More evaluation files (jsonl/json/parquet/csv with a `prompt` field) to decontaminate against."""
 
 
+class InferenceEngine(Model):
+    """How an inference job (a benchmark, a stage's hard-prompt filter, curation's pass-rate samples of
+    a teacher or the initial model) runs its model: parallelism, precision, memory. A job runs
+    `data_parallel_size` engine replicas, each on `tensor_parallel_size x pipeline_parallel_size` GPUs
+    of its own; prompts are sharded over the replicas by global index, so samples and metrics do not
+    depend on how many there are. A field left unset takes the value named in its description."""
+
+    engine: Literal["vllm", "hf"] | None = None
+    """Default: `rollout.engine`."""
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    """GPUs one replica splits each layer over (vLLM `tensor_parallel_size`; at most a node's GPUs)."""
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] = 1
+    """Consecutive groups of layers on further GPUs (vLLM `pipeline_parallel_size`): a model too large for
+    one node's GPUs runs as TP x PP GPUs over PP nodes."""
+    data_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    """Engine replicas of the job. Default: every GPU of the job, nodes x gpus / (TP x PP) (1 on CPU);
+    `rlspec check` refuses a TP x PP x DP that is not the job's GPUs. On CPU, replicas share the job's
+    cpus (each its own process with cpus / DP threads)."""
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    """Default: `model.dtype`."""
+    quantization: Literal["fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"] | None = None
+    """vLLM's weight quantization (fp8: 1 byte per weight); null = the model's own (a checkpoint saved
+    quantized, as DeepSeek-R1's fp8, is read as it is). vLLM engine only."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    """Fraction of each GPU vLLM may take: nothing else shares an inference job's GPUs (the train
+    stages' `rollout.vllm` leaves room for the trainer)."""
+    kv_cache_memory_bytes: Annotated[int, Field(ge=1 << 20)] | None = None
+    """KV-cache size per replica in bytes. Default: `rollout.vllm.kv_cache_memory_bytes` (required on CPU)."""
+    max_model_len: Annotated[int, Field(ge=16)] | None = None
+    """Longest sequence the engine holds. Default: the job's prompt budget plus its response budget
+    (`rollout.max_prompt_tokens` + the benchmark's, filter's or pass-rate's `max_response_tokens`), at
+    most `model.max_context`: a KV cache sized for 131K-token sequences that never occur wastes memory."""
+    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    """Sequences one replica decodes at once. Default: `rollout.vllm.max_num_seqs`."""
+    enforce_eager: bool | None = None
+    """Default: `rollout.vllm.enforce_eager`."""
+    hf_batch_size: Annotated[int, Field(ge=1)] | None = None
+    """Sequences per `generate` call of the hf engine. Default: `rollout.hf.batch_size`."""
+
+    def merged(self, override: "InferenceEngine | None") -> "InferenceEngine":
+        """This block with the keys `override` writes replaced (a benchmark's, filter's or pass-rate's `engine`)."""
+        if override is None:
+            return self
+        return InferenceEngine.model_validate({**self.model_dump(exclude_unset=True),
+                                               **override.model_dump(exclude_unset=True)})
+
+
+class InferenceEngines(Model):
+    """The engine of each kind of inference job; a benchmark, a stage's `filter_before` and a pass-rate
+    filter can override keys of theirs in their own `engine`."""
+
+    bench: InferenceEngine = InferenceEngine()
+    filter: InferenceEngine = InferenceEngine()
+    """Stages' `filter_before` jobs (k samples of every prompt from the policy entering the stage)."""
+    sample: InferenceEngine = InferenceEngine()
+    """Curation's pass-rate sampling jobs (`datasets.<d>.filters[kind=pass_rate]`: a teacher or the
+    initial model); each distinct (items, model, sampling, engine) is one job, shared by every dataset
+    that asks for the same samples."""
+
+
 class _PassRate(Model):
     """Sample k answers per item with a policy, grade them, keep the items whose pass rate is in [min, max]."""
 
@@ -422,6 +482,10 @@ class PassRateFilter(_PassRate):
     min_response_tokens: Annotated[int, Field(ge=1)] | None = None
     """Drop items the policy answers correctly in fewer tokens on average (the paper drops problems
     answered in under 2,000 tokens as too easy)."""
+    engine: InferenceEngine | None = None
+    """Keys over `inference.sample` for this filter's sampling job (a 671B teacher: TP 8, PP 2, fp8)."""
+    resources: "JobResources | None" = None
+    """The sampling job's resources; default `resources.sample` (a teacher may need more nodes)."""
 
 
 class DateCutoffFilter(_Filter):
@@ -769,6 +833,8 @@ class StageFilter(_PassRate):
 
     max: Fraction01 = 0.375
     """Keep prompts solved at most this often (AceReason: drop > 6/16 = 0.375)."""
+    engine: InferenceEngine | None = None
+    """Keys over `inference.filter` for this stage's filter job."""
 
 
 class Stage(Model):
@@ -872,6 +938,12 @@ class Benchmark(Model):
     """As a dataset's `reward`; default: the built-in grader of `math` / `code`."""
     prompt: PromptOverride | None = None
     """As a dataset's `prompt`: keys written here replace `model.prompt`'s."""
+    engine: InferenceEngine | None = None
+    """Keys over `inference.bench` for this benchmark's bench jobs."""
+    expected_size: Annotated[int, Field(ge=1)] | None = None
+    """Problems the benchmark has (after `date_window`), for `rlspec plan`'s GPU-hour estimate of its bench
+    jobs (problems x k x max response tokens); null: those jobs are listed as not estimated. Read by the
+    plan only: it does not change a job."""
 
 
 class GridAxis(Model):
@@ -970,6 +1042,8 @@ class Resources(Model):
     filter: JobResources = JobResources(cpus=2, mem_gb=8, time_min=120)
     train: JobResources = JobResources(cpus=2, mem_gb=16, time_min=1440)
     bench: JobResources = JobResources(cpus=2, mem_gb=8, time_min=240)
+    sample: JobResources = JobResources(cpus=2, mem_gb=8, time_min=240)
+    """Curation's pass-rate sampling jobs (a pass-rate filter's own `resources` wins)."""
     report: JobResources = JobResources(cpus=1, mem_gb=2, time_min=30)
     deepspeed: DeepSpeedSettings = DeepSpeedSettings()
     throughput: Throughput = Throughput()
@@ -1001,6 +1075,8 @@ class Spec(Model):
     """Defaults for every stage."""
     rollout: Rollout = Rollout()
     """Defaults for every stage."""
+    inference: InferenceEngines = InferenceEngines()
+    """Engines of the benchmark, filter and pass-rate sampling jobs (the train stages use `rollout`)."""
     reward: RewardSettings = RewardSettings()
     stages: Annotated[list[Stage], Field(min_length=1)]
     """Trained in order; each starts from the previous stage's final checkpoint."""
@@ -1012,5 +1088,6 @@ class Spec(Model):
     resources: Resources = Resources()
 
 
+PassRateFilter.model_rebuild()
 FromScratch.model_rebuild()
 Warmup.model_rebuild()

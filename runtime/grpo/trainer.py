@@ -130,7 +130,7 @@ class Trainer:
         from rlspec.runtime.scoring import record_domain
         cfg = self.cfg
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        limit = min(cfg.inference.rollout.max_prompt_tokens, cfg.inference.max_context - cfg.max_response_tokens)
+        limit = min(cfg.inference.rollout.max_prompt_tokens, cfg.inference.max_model_len - cfg.max_response_tokens)
         self.earlier_stats = read_prompt_stats(self.job.inputs["policy"])
         threshold = cfg.drop_prompts_above_accuracy
         self.records, self.prompt_ids, self.domains, self.dataset_of, sizes = [], [], [], [], []
@@ -179,7 +179,7 @@ class Trainer:
         # The in-process vLLM engine re-seeds torch and patches set_num_threads: build it before
         # seeding our own generators (the engine module also isolates those side effects).
         self.engine = make_engine(self.source, inf.rollout, dtype=inf.dtype, seed=self.cfg.seed,
-                                  max_model_len=inf.max_context)
+                                  max_model_len=inf.max_model_len)
 
     def _setup_models(self):
         from transformers import AutoModelForCausalLM

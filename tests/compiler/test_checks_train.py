@@ -24,10 +24,12 @@ def test_a_budget_of_the_context_checks(write_spec):
 
 
 def test_multi_node_layout_rules(write_spec):
-    text = MINI + ("resources:\n  bench: {nodes: 2}\n"
+    text = MINI + ("resources:\n  curate: {nodes: 2}\n  bench: {nodes: 2}\n"
                    "  train: {gpus: 4, nodes: 2, ranks_per_node: 8, slurm_extra: \"--qos=long --gres=gpu:8\"}\n")
     found = issues_of(write_spec, text)
-    assert "only train jobs run on several nodes" in found[("resources", "bench", "nodes")][1]
+    assert "only train and inference jobs (bench, filter, sample) run on several nodes" in \
+        found[("resources", "curate", "nodes")][1]
+    assert ("resources", "bench", "nodes") not in found  # bench replicas spread over nodes
     assert "8 ranks per node on 4 GPUs" in found[("resources", "train", "ranks_per_node")][1]
     line, msg = found[("resources", "train", "slurm_extra")]
     assert line == line_of(text, "slurm_extra") and "--gres in slurm_extra of a 2-node train job" in msg

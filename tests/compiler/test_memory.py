@@ -101,8 +101,10 @@ def test_unknown_models_are_not_estimated_with_the_reason(tmp_path):
     unknown = memory.named_shape("hf://org/model", None)
     assert isinstance(unknown, memory.NotEstimated)
     assert "'org/model' is not in the shipped table" in unknown.reason and "local copy" in unknown.reason
-    moe = memory.shape_from_config({"model_type": "deepseek_v3", "hidden_size": 7168}, "x/config.json")
-    assert "model_type 'deepseek_v3' is not modelled" in moe.reason
+    moe = memory.shape_from_config({"model_type": "mixtral", "hidden_size": 4096}, "x/config.json")
+    assert "model_type 'mixtral' is not modelled" in moe.reason
+    # DeepSeek-V3/R1 is modelled, but a config without its latent-attention fields is refused, not guessed
+    assert "lacks a usable" in memory.shape_from_config({"model_type": "deepseek_v3", "hidden_size": 7168}, "x").reason
     assert "lacks a usable" in memory.shape_from_config({"model_type": "llama"}, "x").reason
 
 
@@ -210,7 +212,7 @@ def test_vllm_takes_its_share_and_splits_it():
 def test_vllm_that_cannot_hold_one_sequence_does_not_fit():
     est = memory.engine_estimate(engine(gpu_memory_utilization=0.05))  # 4 GiB: ~0.35 GiB of KV
     assert not est.fits and est.total < 80
-    assert "vLLM refuses to start" in est.problems[0] and "max_model_len = model.max_context = 4,096" in est.problems[0]
+    assert "vLLM refuses to start" in est.problems[0] and "max_model_len = 4,096 tokens" in est.problems[0]
     none = memory.engine_estimate(engine(gpu_memory_utilization=0.03))
     assert "no room for a KV cache" in none.problems[0]
 

@@ -58,8 +58,9 @@ def test_unrelated_key_gets_no_guess_but_the_valid_keys(write_spec, capsys):
 def test_key_of_another_block_says_where_it_belongs(write_spec, capsys):
     text = MINI + "rollout:\n  gpu_memory_utilization: 0.5\nalgorithm:\n  temperature: 0.9\n"
     found = messages(write_spec, capsys, text)
-    assert found["rollout.gpu_memory_utilization"].endswith(
-        "belongs at `rollout.vllm.gpu_memory_utilization`; write `vllm: {gpu_memory_utilization: 0.5}` here")
+    assert "belongs at `rollout.vllm.gpu_memory_utilization` (or `inference.bench.gpu_memory_utilization`" in \
+        found["rollout.gpu_memory_utilization"]
+    assert found["rollout.gpu_memory_utilization"].endswith("; write `vllm: {gpu_memory_utilization: 0.5}` here")
     assert "it belongs at `rollout.temperature`" in found["algorithm.temperature"]
 
 
