@@ -54,7 +54,8 @@ def settings(engine: str, rows: int) -> EngineSettings:
     return EngineSettings.model_validate({
         "engine": engine, "max_prompt_tokens": 256,
         "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5,
-                 "kv_cache_memory_bytes": 256 << 20, "enforce_eager": True, "max_num_seqs": rows},
+                 "kv_cache_memory_bytes": 256 << 20, "enforce_eager": True, "max_num_seqs": rows,
+                 "pipeline_parallel_size": 1, "quantization": None},
         "hf": {"batch_size": rows}})
 
 

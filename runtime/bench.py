@@ -17,6 +17,10 @@ content-addressed job, so cells that share a checkpoint share its evaluation.
 
 How: run by the compiled workflow from the build folder:
     python -m rlspec.runtime.bench --job jobs/bench/<id>.json --context context.json
+Sampling goes through `rlspec.runtime.rollout.replicas.sample`: the job's `replicas` (one engine
+here, or one process per replica on its own GPUs), all problems submitted at once so no chunk waits
+on another's longest sample, each problem seeded by `seed` and its index, so the samples and metrics
+do not depend on the replica count.
 The metric helpers live in `rlspec.runtime.metrics`: `pass_at_k(n, c, k)`, `avg_at_k(correct_matrix) -> (mean, stderr)`
 and `maj_at_k(answers, correct) -> (mean, stderr)`. A problem that cannot be run (unreadable
 source, empty date window, prompt too long, missing model) stops the job with exit code 1 and one
@@ -40,9 +44,6 @@ from rlspec.runtime.atomic import temp_path, write_json_atomic
 from rlspec.runtime.job import Job, JobError, load_job, model_dir, parse_args, spec_dir
 from rlspec.runtime.metrics import avg_at_k, maj_at_k, mean_stderr, metric_name, pass_at_k
 from rlspec.runtime.tracking import log_results
-
-ROWS_PER_CALL = 1024  # prompt x sample rows per generate call: bounded memory, progress lines
-
 
 class BenchError(Exception):
     """A benchmark that cannot be run or scored; the message names the benchmark and the fix."""
@@ -136,36 +137,30 @@ def in_window(records: list[dict], window: DateWindow) -> tuple[list[dict], dict
 
 
 def generate(job: Job, model_path: str, problems: list[dict]) -> tuple[list[list[Any]], dict[str, float]]:
-    """k samples per problem through the spec's rollout engine, at the benchmark's sampling."""
+    """k samples per problem at the benchmark's sampling over the job's engine replicas (`replicas`: one
+    engine in this process, or one process per replica), seeded by `seed` and each problem's index,
+    so the samples do not depend on how many replicas share the problems."""
+    from transformers import AutoTokenizer
+
     from rlspec.runtime.prompts import render_prompt
-    from rlspec.runtime.rollout import SamplingParams, make_engine
+    from rlspec.runtime.rollout import SamplingParams
+    from rlspec.runtime.rollout.replicas import ReplicaError, sample
 
     cfg: BenchJob = job.config
     s, inf = cfg.sampling, cfg.inference
-    t0 = time.perf_counter()
-    engine = make_engine(model_path, inf.rollout, dtype=inf.dtype, seed=cfg.seed, max_model_len=inf.max_context)
-    load_s = time.perf_counter() - t0
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    prompts = [tokenizer(render_prompt(r, cfg.domain, inf.prompt, tokenizer), add_special_tokens=False)["input_ids"]
+               for r in problems]
+    sampling = SamplingParams(n=cfg.k, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                              max_tokens=s.max_response_tokens, stop=tuple(s.stop), seed=cfg.seed)
     try:
-        prompts = [render_prompt(r, cfg.domain, inf.prompt, engine.tokenizer) for r in problems]
-        sampling = SamplingParams(n=cfg.k, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                                  max_tokens=s.max_response_tokens, stop=tuple(s.stop))
-        per_call = max(1, ROWS_PER_CALL // cfg.k)
-        samples: list[list[Any]] = []
-        tokens = 0
-        gen_s = 0.0
-        for at in range(0, len(prompts), per_call):
-            try:
-                rollout = engine.generate(prompts[at:at + per_call], sampling)
-            except ValueError as exc:  # prompts too long for the limits: the engine says which
-                raise BenchError(f"benchmark {cfg.benchmark!r}, problems {at}..: {exc}") from None
-            samples += rollout
-            tokens += rollout.timing.generated_tokens
-            gen_s += rollout.timing.seconds
-            print(f"{job.label}: generated {len(samples)}/{len(prompts)} problems "
-                  f"({tokens} tokens, {tokens / gen_s if gen_s else 0:.0f} tok/s)", flush=True)
-    finally:
-        engine.close()
-    return samples, {"load_s": load_s, "generate_s": gen_s}
+        out = sample(model_path, prompts, sampling, inference=inf, replicas=cfg.replicas, label=job.label)
+    except (ValueError, ReplicaError) as exc:  # a prompt too long (the check says which) or a failed replica
+        raise BenchError(f"benchmark {cfg.benchmark!r}: {exc}") from None
+    tokens = out.groups.timing.generated_tokens
+    print(f"{job.label}: generated {len(out.groups)} problems x {cfg.k} samples on {cfg.replicas.count} "
+          f"replica(s) ({tokens} tokens, {tokens / out.wall_s if out.wall_s else 0:.0f} tok/s)", flush=True)
+    return list(out.groups), {"load_s": out.load_s, "generate_s": out.generate_s, "sample_s": out.wall_s}
 
 
 def grade(job: Job, problems: list[dict], samples: list[list[Any]]) -> list[list[Any]]:
@@ -211,6 +206,7 @@ def score(job: Job, problems: list[dict], samples: list[list[Any]], grades: list
                    "max_response": max(len(s.token_ids) for s in flat),
                    "truncation_rate": sum(s.finish_reason == "length" for s in flat) / len(flat)},
         "sampling": cfg.sampling.model_dump(mode="json"), "engine": cfg.inference.rollout.engine,
+        "replicas": cfg.replicas.count,
         "wall_s": {**{k_: round(v, 3) for k_, v in timing.items()}, "total": round(wall_s, 3)},
     }
 

@@ -25,9 +25,8 @@ from pathlib import Path
 
 from rlspec.runtime.data import output
 from rlspec.runtime.data.context import Context
-from rlspec.runtime.data.funnel import CurateError
+from rlspec.runtime.data.funnel import CurateError, Funnel
 from rlspec.runtime.data.records import read_prompts
-from rlspec.runtime.data.output import filter_and_write
 from rlspec.runtime.job import Job, JobError, load_job, parse_args, spec_dir
 
 
@@ -40,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         records, sources, names = read_data(job)
         c = job.config
         ctx = Context(dataset=f"{'+'.join(names)} before {c.stage}", domain="+".join(sorted({r["domain"] for r in records})), seed=c.seed,
-                      grading=c.grading, inference=c.inference, inputs=job.inputs, spec_dir=spec_dir(job))
-        filter_and_write(job, ctx, records, sources, [c.pass_rate], start)
+                      grading=c.grading, inference=c.inference, replicas=c.replicas, inputs=job.inputs,
+                      spec_dir=spec_dir(job))
+        records, funnel = output.filter_records(job, ctx, records, Funnel(sources, []), [c.pass_rate])
+        output.finish(job, ctx, records, funnel, start, {})
     except (JobError, CurateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,10 +1,11 @@
 """What a curation filter sees besides its own config: `Context`, and the error a filter raises.
 
-A `curate` job and a stage's `filter` job both build one from their typed job config: the seed,
-how answers are graded and sampled (when a filter needs that), the input folders (models) and the
-spec's folder (relative paths). Filters get their own settings as the spec's (or the compiler's
-resolved) filter model and read everything else here; this module imports no filter, so filters
-and the model-based filters (`passrate.py`) share it without importing each other.
+A `curate`, `sample` or stage `filter` job builds one from its typed job config: the seed, how
+answers are graded and sampled (when a filter needs that), how sampling is spread over engine
+replicas, the input folders (models) and the spec's folder (relative paths). Filters get their own
+settings as the spec's (or the compiler's resolved) filter model and read everything else here;
+this module imports no filter, so filters and the model-based filters (`passrate.py`) share it
+without importing each other.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlspec.compiler.jobs import DataSource, Grading, Inference
+from rlspec.compiler.jobs import DataSource, Grading, Inference, Replicas
 
 Verdicts = list["str | None"]
 
@@ -29,6 +30,7 @@ class Context:
     seed: int | None
     grading: Grading | None  # set when the job's filters grade answers
     inference: Inference | None  # set when they sample from a model
+    replicas: Replicas | None = None  # the sampling jobs' (sample, filter) engine replicas
     inputs: dict[str, Any] = field(default_factory=dict)
     spec_dir: Path | None = None
     _tokenizer: Any = None

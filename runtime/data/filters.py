@@ -4,7 +4,8 @@ What: `FILTERS` maps every filter `kind` of the spec (see `compiler/spec.py` for
 function `(records, cfg, ctx) -> list[reason | None]`. Text filters (`multipart`, `proof`, ...) look
 for statement cues; `language` uses langid (its model ships in the package, nothing is downloaded);
 `dedup_near` and `decontaminate` use `ngrams.py`; `pass_rate`, `validate_tests` and `weak_tests`
-need a model or the code sandbox and live in `passrate.py`.
+need a model or the code sandbox and live in `passrate.py` (`pass_rate` dispatches on its config:
+curation's thresholds on a `sample` job's measurement, or a stage filter's sample-and-cut).
 
 Why: the paper's curation (recipe.md, "Data curation") is a list of such drops; each must be
 configurable, explain itself in the funnel, and be testable on a handful of records.
@@ -23,7 +24,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlspec.compiler.jobs import DataSource
+from rlspec.compiler.jobs import DataSource, PassRate, PassRateCut
 
 from .context import Context, FilterError, Verdicts
 from .records import field_value
@@ -270,10 +271,18 @@ def decontaminate(records, cfg, ctx) -> Verdicts:
             for m in matches]
 
 
+def pass_rate(records, cfg: PassRate | PassRateCut, ctx) -> Verdicts:
+    """One kind, two configs: curation's `PassRateCut` applies thresholds to the measurement its
+    `sample` job wrote on each record; a stage filter's `PassRate` samples the policy, then cuts."""
+    from . import passrate
+    if isinstance(cfg, PassRateCut):
+        return passrate.cut(records, cfg)
+    return passrate.pass_rate(records, cfg, ctx)
+
+
 def _model_filters() -> dict[str, Callable]:
     from . import passrate
-    return {"pass_rate": passrate.pass_rate, "validate_tests": passrate.validate_tests,
-            "weak_tests": passrate.weak_tests}
+    return {"pass_rate": pass_rate, "validate_tests": passrate.validate_tests, "weak_tests": passrate.weak_tests}
 
 
 FILTERS: dict[str, Callable[[Sequence[dict], dict, Context], Verdicts]] = {

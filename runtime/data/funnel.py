@@ -11,7 +11,10 @@ and checkable (in = kept + dropped at every step, and each step's in = the previ
 
 How: filters return one verdict per record (a reason or None); this module does the bookkeeping so
 no filter has to. A filter that cannot run raises FilterError; it is re-raised as `CurateError`
-naming the dataset and the filter, as is a filter that leaves nothing.
+naming the dataset and the filter, as is a filter that leaves nothing. A dataset whose chain is cut
+by a `pass_rate` filter runs in several jobs (`sample` jobs, then `curate`); each starts from its
+upstream job's `Funnel` and numbers its steps after it, so the last job's funnel is the whole chain,
+numbered as the dataset's `filters` are (a pass-rate's "sampled" step and its cut share its number).
 """
 
 from __future__ import annotations
@@ -50,13 +53,45 @@ class Step:
     examples: list[dict[str, str]] = field(default_factory=list)
 
 
+SAMPLED = "sampled"  # the step of a `sample` job that measured every record (drops none: the cut does)
+
+
+@dataclass
+class Funnel:
+    """A dataset's funnel so far: its sources' record counts and every step run on them, by this job
+    and by the jobs upstream of it."""
+
+    sources: list[dict[str, Any]]
+    steps: list[Step]
+
+    @property
+    def input(self) -> int:
+        return sum(s["records"] for s in self.sources)
+
+    def next_filter_index(self) -> int:
+        """The number of this job's first filter: after an upstream sample job, its pass-rate cut,
+        which is the same filter of the dataset as the "sampled" step it follows."""
+        return self.steps[-1].index if self.steps else 1
+
+    def then(self, steps: list[Step]) -> "Funnel":
+        return Funnel(self.sources, self.steps + steps)
+
+
+def sampled_step(funnel: Funnel, records: int, seconds: float) -> Step:
+    """A `sample` job's measurement as a funnel step: numbered as the dataset's `pass_rate` filter
+    (one after the last step), every record kept, each with its measurement (or why it has none)."""
+    index = funnel.steps[-1].index + 1 if funnel.steps else 1
+    return Step(SAMPLED, index, records, kept=records, dropped=0, seconds=round(seconds, 3))
+
+
 def where(ctx: Context, index: int, kind: str) -> str:
     return f"dataset {ctx.dataset!r}, filter {index} ({kind})"
 
 
-def apply_filters(records: list[dict], filters: list[dict], ctx: Context) -> tuple[list[dict], list[Step]]:
+def apply_filters(records: list[dict], filters: list, ctx: Context, first: int = 1) -> tuple[list[dict], list[Step]]:
+    """Run `filters` in order, numbered from `first` (see `Funnel.next_filter_index`)."""
     steps: list[Step] = []
-    for index, cfg in enumerate(filters, 1):
+    for index, cfg in enumerate(filters, first):
         step = Step(cfg.kind, index, len(records))
         start = time.perf_counter()
         try:

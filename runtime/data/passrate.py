@@ -1,11 +1,13 @@
 """Filters that run a model or the code sandbox: `pass_rate`, `validate_tests`, `weak_tests`.
 
 What:
-- `pass_rate`: sample k responses per prompt from a policy with the rollout engine, grade them with
+- pass rate: sample k responses per prompt from a model with the rollout engine, grade them with
   the reward functions, keep items whose pass rate is in [min, max]; optionally require the
   majority answer to be right (the paper's teacher agreement) and drop items answered correctly in
-  fewer than `min_response_tokens` on average (the paper's "too easy"). Each kept record's
-  `meta.pass_rate` records what was measured. `measure` is shared with the between-stage `filter` job.
+  fewer than `min_response_tokens` on average (the paper's "too easy"). Curation splits this in two:
+  a `sample` job measures (`sample`: `meta.pass_rate` on every record, shared by every dataset that
+  asks for the same samples) and the dataset's job applies its thresholds (`cut`, a `PassRateCut`);
+  a stage's `filter` job does both in one step (`pass_rate`, a `PassRate`). `measure` serves both.
 - `validate_tests`: run the reference solution (`solution`, from the source's field mapping) on the
   problem's tests in the sandbox; drop the problem unless it passes all (false-negative rewards).
 - `weak_tests`: run trivially wrong programs (print nothing, echo the input, print a constant,
@@ -14,9 +16,10 @@ What:
 Why: the paper's difficulty and test-quality filters; both reward errors measurably hurt training.
 
 How: prompts are rendered exactly as training renders them (`runtime.prompts.render_prompt`),
-generated with `runtime.rollout.make_engine` using the spec's rollout settings, and graded by
+generated over the job's engine replicas (`runtime.rollout.replicas.sample`, its `inference` block), and graded by
 `runtime.scoring.score` (`grade_math` / `grade_code`) with the spec's reward limits, so "solved" means here
-what it means to the trainer. Prompts too long for the engine are dropped with their length.
+what it means to the trainer. Prompts too long for the engine are dropped with their length (a
+`sample` job marks them `unsampled` with that reason, and the cut drops them).
 """
 
 from __future__ import annotations
@@ -27,12 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlspec.compiler.jobs import PassRate
+from rlspec.compiler.jobs import PassRate, PassRateCut, PassRateSampling
 
 from .context import Context, FilterError, Verdicts
 from .records import field_value
-
-GENERATE_CHUNK = 256  # prompts per engine call: bounds memory, the engine batches within a call
 
 
 @dataclass(frozen=True)
@@ -68,39 +69,52 @@ def as_response(code: str, ctx: Context) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def measure(records: Sequence[dict], model: Path, rate: PassRate, ctx: Context) -> list[Measured | str]:
-    """Sample and grade `rate.k` responses per record; a string instead of a result is why it could
-    not be sampled (its prompt does not fit)."""
+def measure(records: Sequence[dict], model: Path, rate: PassRate | PassRateSampling,
+            ctx: Context) -> list[Measured | str]:
+    """Sample and grade `rate.k` responses per record over the job's engine replicas (`ctx.replicas`;
+    seeded by `ctx.seed` and each sampled prompt's index, so the samples do not depend on the replica
+    count); a string instead of a result is why it could not be sampled (its prompt does not fit).
+    Each prompt's samples are graded as they arrive and dropped: only the measurement is kept."""
     from rlspec.runtime.prompts import render_prompt
-    from rlspec.runtime.rollout import SamplingParams, make_engine
-    inf = ctx.needs("inference")
+    from rlspec.runtime.rollout import SamplingParams
+    from rlspec.runtime.rollout.replicas import ReplicaError, sample
+    inf, replicas = ctx.needs("inference"), ctx.needs("replicas")
+    tokenizer = _tokenizer(model)
+    prompts = [tokenizer(render_prompt(r, r["domain"], inf.prompt, tokenizer), add_special_tokens=False)["input_ids"]
+               for r in records]
+    out: list[Measured | str] = list(_too_long(inf, prompts, rate.max_response_tokens))
+    todo = [i for i, o in enumerate(out) if o is None]
+    # top-k is off: pass-rate filters sample with temperature and top-p only
+    sampling = SamplingParams(n=rate.k, temperature=rate.temperature, top_p=rate.top_p, top_k=-1,
+                              max_tokens=rate.max_response_tokens, seed=ctx.seed, stop=tuple(rate.stop))
+    def keep(g: int, samples: list) -> None:
+        out[todo[g]] = _score(records[todo[g]], samples, ctx)
     try:
-        engine = make_engine(model, inf.rollout, dtype=inf.dtype, seed=ctx.seed, max_model_len=inf.max_context)
-    except (OSError, ValueError, ImportError) as exc:
-        raise FilterError(f"cannot start the {inf.rollout.engine} engine on {str(model)!r} "
-                          f"({type(exc).__name__}: {exc})") from None
-    with engine:
-        prompts = [render_prompt(r, r["domain"], inf.prompt, engine.tokenizer) for r in records]
-        out: list[Measured | str] = list(_too_long(engine, prompts, rate.max_response_tokens))
-        todo = [i for i, o in enumerate(out) if o is None]
-        # top-k is off: pass-rate filters sample with temperature and top-p only
-        sampling = SamplingParams(n=rate.k, temperature=rate.temperature, top_p=rate.top_p, top_k=-1,
-                                  max_tokens=rate.max_response_tokens, seed=ctx.seed, stop=tuple(rate.stop))
-        for start in range(0, len(todo), GENERATE_CHUNK):
-            chunk = todo[start:start + GENERATE_CHUNK]
-            generations = engine.generate([prompts[i] for i in chunk], sampling)
-            for i, samples in zip(chunk, generations):
-                out[i] = _score(records[i], samples, ctx)
+        sample(model, [prompts[i] for i in todo], sampling, inference=inf, replicas=replicas, label=ctx.dataset,
+               consume=keep)
+    except (OSError, ValueError, ImportError, ReplicaError) as exc:
+        raise FilterError(f"cannot sample {str(model)!r} with the {inf.rollout.engine} engine on "
+                          f"{replicas.count} replica(s) ({type(exc).__name__}: {exc})") from None
     return out
 
 
-def _too_long(engine, prompts: list[str], max_tokens: int):
-    limit = min(engine.settings.max_prompt_tokens, engine.max_model_len - max_tokens)
+def _tokenizer(model: Path):
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise FilterError(f"cannot load the tokenizer in {str(model)!r} ({type(exc).__name__}: {exc})") from None
+
+
+def _too_long(inf, prompts: list[list[int]], max_tokens: int):
+    """Per prompt, why the engine cannot take it (too long for the limits, or empty), else None."""
+    from rlspec.runtime.rollout.base import prompt_limit
+    limit = prompt_limit(inf.rollout, inf.max_model_len, max_tokens)
     if limit < 1:
-        raise FilterError(f"max_response_tokens={max_tokens} leaves no room for a prompt in the model's "
-                          f"max_context={engine.max_model_len}; lower it or raise model.max_context")
-    lengths = [len(ids) for ids in engine.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
-    for n in lengths:
+        raise FilterError(f"max_response_tokens={max_tokens} leaves no room for a prompt in the engine's "
+                          f"max_model_len={inf.max_model_len}; lower it or raise model.max_context")
+    for ids in prompts:
+        n = len(ids)
         yield (f"prompt too long for the rollout: {n} tokens > {limit}" if n > limit
                else "empty prompt: 0 tokens" if n == 0 else None)
 
@@ -133,19 +147,51 @@ def rate_verdict(m: Measured | str, lo: float, hi: float, majority: bool = False
 
 
 def annotate(records: Sequence[dict], results: Sequence[Measured | str], model: str) -> None:
+    """Write each record's measurement on it (`meta.pass_rate`), with all the thresholds need, or
+    why it could not be sampled (`unsampled`): every record gets one, so none keeps an older one."""
     for r, m in zip(records, results):
-        if not isinstance(m, str):
-            r["meta"]["pass_rate"] = {"policy": model, "k": m.k, "correct": m.correct, "rate": m.rate}
+        r["meta"]["pass_rate"] = {"policy": model, "unsampled": m} if isinstance(m, str) else {
+            "policy": model, "k": m.k, "correct": m.correct, "rate": m.rate, "majority_ok": m.majority_ok,
+            "correct_tokens": m.correct_tokens}
+
+
+def recorded(record: dict) -> Measured | str:
+    """The measurement `annotate` wrote on a record (or why it has none); a record without one is
+    refused: its input was not written by this version's `sample` job."""
+    m = record["meta"].get("pass_rate")
+    try:
+        if "unsampled" in m:
+            return m["unsampled"]
+        return Measured(m["rate"], m["correct"], m["k"], m["majority_ok"], m["correct_tokens"])
+    except (TypeError, KeyError):
+        raise FilterError(f"record {record['id']!r} carries no pass-rate measurement (meta.pass_rate = {m!r}); "
+                          "its input was not written by a `sample` job of this rlspec version: recompile with "
+                          "`rlspec compile` and rerun") from None
+
+
+def cut(records, cfg: PassRateCut) -> Verdicts:
+    """Curation's pass-rate thresholds on the measurement its `sample` job wrote on each record."""
+    return [rate_verdict(recorded(r), cfg.min, cfg.max, cfg.majority, cfg.min_response_tokens) for r in records]
+
+
+def sample(records: Sequence[dict], sampling: PassRateSampling, ctx: Context) -> list[Measured | str]:
+    """A `sample` job's measurement: `sampling.k` graded samples of each record from the model of
+    input `sampling.model`, written on the records (`annotate`)."""
+    model = ctx.model_dir(sampling.model)
+    results = measure(records, model, sampling, ctx)
+    annotate(records, results, model_label(model))
+    return results
 
 
 def pass_rate(records, cfg: PassRate, ctx: Context) -> Verdicts:
+    """A stage's `filter` job: sample the policy entering the stage and cut in one step."""
     model = ctx.model_dir(cfg.model)
     results = measure(records, model, cfg, ctx)
-    annotate(records, results, _model_label(model))
+    annotate(records, results, model_label(model))
     return [rate_verdict(m, cfg.min, cfg.max, cfg.majority, cfg.min_response_tokens) for m in results]
 
 
-def _model_label(model: Path) -> str:
+def model_label(model: Path) -> str:
     """What `meta.pass_rate.policy` records: the folder of the job that holds the model."""
     return model.parent.as_posix()
 

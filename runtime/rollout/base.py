@@ -14,6 +14,8 @@ Everything both engines share lives here once, so the two cannot drift apart.
 How: `make_engine(...)` (in `__init__`) builds an engine; then
     out = engine.generate(prompts, SamplingParams(n=8, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8192))
     out[i][j].token_ids, .logprobs, .finish_reason, .text;  out.timing.tokens_per_s
+A seeded call seeds each prompt by its global index (`generate(..., indices=)`, default its position),
+so inference replicas (`replicas.py`) that sample shards of one prompt list give the samples one engine would.
 """
 
 from __future__ import annotations
@@ -145,21 +147,13 @@ class Engine(abc.ABC):
         self.settings = settings
         self.max_model_len = max_model_len
 
-    def encode(self, prompts: Sequence[str | Sequence[int]], max_tokens: int) -> list[list[int]]:
+    def encode(self, prompts: Sequence[str | Sequence[int]], max_tokens: int,
+               indices: Sequence[int] | None = None) -> list[list[int]]:
         """Token ids of every prompt (strings are tokenised as-is: templates were applied upstream);
-        refuses prompts the spec's limits cannot hold rather than silently truncating them."""
+        refuses prompts the spec's limits cannot hold rather than silently truncating them (named by
+        `indices`, their global indices, when given)."""
         ids = [self._encode_one(p) for p in prompts]
-        limit = min(self.settings.max_prompt_tokens, self.max_model_len - max_tokens)
-        too_long = [(i, len(p)) for i, p in enumerate(ids) if len(p) > limit]
-        if too_long:
-            raise ValueError(
-                f"{len(too_long)} prompt(s) longer than {limit} tokens (index, length: {too_long[:5]}); "
-                f"the limit is min(rollout.max_prompt_tokens={self.settings.max_prompt_tokens}, "
-                f"max_model_len={self.max_model_len} - max_tokens={max_tokens}). Filter long prompts "
-                f"in curation or raise those limits"
-            )
-        if any(len(p) == 0 for p in ids):
-            raise ValueError("empty prompt: every prompt needs at least one token")
+        check_lengths(ids, self.settings, self.max_model_len, max_tokens, indices)
         return ids
 
     def _encode_one(self, prompt: str | Sequence[int]) -> list[int]:
@@ -167,11 +161,20 @@ class Engine(abc.ABC):
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return [int(t) for t in prompt]
 
-    def generate(self, prompts: Sequence[str | Sequence[int]], sampling: SamplingParams) -> Generations:
-        """n samples for every prompt, in prompt order, with the call's timing."""
+    def generate(self, prompts: Sequence[str | Sequence[int]], sampling: SamplingParams,
+                 indices: Sequence[int] | None = None) -> Generations:
+        """n samples for every prompt, in prompt order, with the call's timing.
+
+        `indices`: the global index of each prompt (its place in the whole job's prompt list), so a
+        seeded call gives prompt g the seed `seed + g * n` and its sample j `seed + g * n + j`: a
+        prompt's samples then do not depend on which call, shard or replica it was in. None = the
+        prompts' positions in this call (0, 1, ...)."""
         start = time.perf_counter()
-        ids = self.encode(prompts, sampling.max_tokens)
-        raw = self._generate(ids, sampling)
+        indices = list(range(len(prompts))) if indices is None else [int(g) for g in indices]
+        if len(indices) != len(prompts):
+            raise ValueError(f"generate: {len(prompts)} prompts but {len(indices)} indices")
+        ids = self.encode(prompts, sampling.max_tokens, indices)
+        raw = self._generate(ids, sampling, indices)
         texts = self.tokenizer.batch_decode([s.token_ids for g in raw for s in g], skip_special_tokens=True)
         text_iter = iter(cut_after_stop(t, sampling.stop) for t in texts)
         groups = [[Sample(s.token_ids, s.logprobs, s.finish_reason, next(text_iter)) for s in g] for g in raw]
@@ -183,8 +186,10 @@ class Engine(abc.ABC):
         return Generations(groups, timing)
 
     @abc.abstractmethod
-    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
-        """Model-specific generation: one list of `sampling.n` raw samples per prompt."""
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams,
+                  indices: list[int]) -> list[list[RawSample]]:
+        """Model-specific generation: one list of `sampling.n` raw samples per prompt; a seeded call
+        seeds prompt `indices[i]`'s sample j with `sampling.seed + indices[i] * n + j`."""
 
     @abc.abstractmethod
     def push_weights(self, named_tensors) -> dict:
@@ -202,6 +207,28 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def prompt_limit(settings: EngineSettings, max_model_len: int, max_tokens: int) -> int:
+    """The longest prompt an engine takes: the spec's prompt budget, and room for `max_tokens`."""
+    return min(settings.max_prompt_tokens, max_model_len - max_tokens)
+
+
+def check_lengths(ids: Sequence[Sequence[int]], settings: EngineSettings, max_model_len: int, max_tokens: int,
+                  indices: Sequence[int] | None = None) -> None:
+    """Refuse prompts longer than `prompt_limit` or empty (ValueError naming them by global index)."""
+    limit = prompt_limit(settings, max_model_len, max_tokens)
+    where = list(range(len(ids))) if indices is None else list(indices)
+    too_long = [(g, len(p)) for g, p in zip(where, ids) if len(p) > limit]
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} prompt(s) longer than {limit} tokens (index, length: {too_long[:5]}); "
+            f"the limit is min(rollout.max_prompt_tokens={settings.max_prompt_tokens}, "
+            f"max_model_len={max_model_len} - max_tokens={max_tokens}). Filter long prompts "
+            f"in curation or raise those limits"
+        )
+    if any(len(p) == 0 for p in ids):
+        raise ValueError("empty prompt: every prompt needs at least one token")
 
 
 def cut_after_stop(text: str, stop: Sequence[str]) -> str:

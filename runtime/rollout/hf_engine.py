@@ -10,9 +10,10 @@ How: rows (prompt x sample) are sorted by prompt length (less padding), left-pad
 at the same column, and generated `hf.batch_size` rows at a time. Sampling is done by our own
 logits processor, `_Sampler`: it applies `process_logits` (the same function the trainer's
 recomputation uses), draws each row's token with that row's own `torch.Generator` (seeded like
-vLLM's: prompt i of a seeded call gets `seed + i * n`, its sample j `seed + i * n + j`), so a
-sample does not depend on which other rows share its batch, how the call was ordered, or how a
-train step's prompts were split over ranks (up to float noise: padding changes the logits at the
+vLLM's: the prompt of global index g (`generate(..., indices=)`, else its position in the call)
+gets `seed + g * n`, its sample j `seed + g * n + j`), so a sample does not depend on which other
+rows share its batch, how the call was ordered, how a train step's prompts were split over ranks,
+or which inference replica sampled it (up to float noise: padding changes the logits at the
 1e-7 level, which moves a draw only when it lands that close to a boundary), records the processed log-prob, and
 hands `generate` a score row that is -inf everywhere but the drawn token, so `generate`'s greedy
 step picks exactly that token. This gives processed log-probs without storing per-step scores
@@ -100,6 +101,7 @@ class HfEngine(Engine):
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         super().__init__(model_path, tokenizer, settings, max_model_len)
+        refuse_vllm_only(settings)
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: the hf engine supports {sorted(DTYPES)}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -120,12 +122,14 @@ class HfEngine(Engine):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams,
+                  indices: list[int]) -> list[list[RawSample]]:
         # an unseeded call takes its base seed from the engine's own stream
         seed = sampling.seed if sampling.seed is not None else int(
             torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
-        rows = [p for p in prompt_ids for _ in range(sampling.n)]
-        row_seeds = [seed + r for r in range(len(rows))]  # row r = prompt r // n, sample r % n
+        n = sampling.n
+        rows = [p for p in prompt_ids for _ in range(n)]  # row r = prompt r // n, sample r % n
+        row_seeds = [seed + g * n + j for g in indices for j in range(n)]
         # longest first, so each batch pads to similar lengths; `order` maps results back
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         results: list[RawSample | None] = [None] * len(rows)
@@ -135,7 +139,6 @@ class HfEngine(Engine):
             generators = [torch.Generator(device=self.device).manual_seed(row_seeds[i]) for i in batch]
             for i, sample in zip(batch, self._generate_batch([rows[i] for i in batch], sampling, generators)):
                 results[i] = sample
-        n = sampling.n
         return [results[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
     @torch.inference_mode()
@@ -188,6 +191,20 @@ class HfEngine(Engine):
 
     def close(self) -> None:
         self.model = None
+
+
+def refuse_vllm_only(settings: EngineSettings) -> None:
+    """The hf engine runs a whole model on one device: refuse the vLLM-only knobs an inference block
+    may set rather than silently ignore them."""
+    v = settings.vllm
+    problems = []
+    if v.pipeline_parallel_size != 1:
+        problems.append(f"pipeline_parallel_size={v.pipeline_parallel_size} (the hf engine has no pipeline parallelism)")
+    if v.quantization is not None:
+        problems.append(f"quantization={v.quantization!r} (the hf engine loads the weights as saved)")
+    if problems:
+        raise ValueError("engine hf cannot run " + "; ".join(problems) + ": set engine: vllm in the inference "
+                         "block, or pipeline_parallel_size: 1 and quantization: null")
 
 
 def _as_list(ids) -> list:

@@ -19,12 +19,19 @@ How (facts measured on this machine, shared/platform/vllm-cpu.md):
   multiprocess mode RPC arguments are serialised, so tensors travel as one safetensors blob to
   the worker extension in `vllm_ext.py` instead.
 - The KV cache is always sized explicitly on CPU: vLLM's default takes ~90% of RAM.
+- Seeds: the prompt of global index g gets `seed + g * n` (vLLM seeds its n samples `+ j`), so an
+  inference job's samples do not depend on how its prompts were split over replicas.
+- An inference replica larger than a node (`MultiNode`: e.g. TP 8 x PP 2 on two 8-GPU nodes) runs
+  vLLM's multi-node `mp` executor: node rank 0 builds the `LLM` (`nnodes`, `node_rank`,
+  `master_addr`, `master_port`, `distributed_executor_backend="mp"`), the other nodes run the same
+  engine arguments headless (`serve_headless`, what `vllm serve --headless` runs).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from rlspec.compiler.jobs import EngineSettings
 
@@ -33,6 +40,17 @@ from .isolation import RngStream, preserved_process_state
 
 IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 WORKER_EXTENSION = "rlspec.runtime.rollout.vllm_ext.WeightSync"
+
+
+@dataclass(frozen=True)
+class MultiNode:
+    """One engine over `nnodes` nodes (vLLM's mp executor): this process is node `node_rank`; the
+    torch.distributed group meets at `master_addr:master_port` (node rank 0's host)."""
+
+    nnodes: int
+    node_rank: int
+    master_addr: str
+    master_port: int
 
 
 def _on_cpu() -> bool:
@@ -46,39 +64,27 @@ class VllmEngine(Engine):
 
     name = "vllm"
 
-    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: EngineSettings):
+    def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: EngineSettings,
+                 multinode: MultiNode | None = None):
         from transformers import AutoTokenizer
 
         super().__init__(model_path, AutoTokenizer.from_pretrained(model_path), settings, max_model_len)
         v = settings.vllm
-        if v.kv_cache_memory_bytes is None and _on_cpu():
-            raise ValueError(
-                "rollout.vllm.kv_cache_memory_bytes is null on a CPU machine: vLLM would reserve ~90% "
-                "of RAM for its KV cache; set it (e.g. 268435456 for 256 MiB)"
-            )
         os.environ.setdefault(IN_PROCESS_ENV, "0")
-        self.in_process = os.environ[IN_PROCESS_ENV] == "0" and v.tensor_parallel_size == 1
+        self.in_process = (os.environ[IN_PROCESS_ENV] == "0" and v.tensor_parallel_size == 1
+                           and v.pipeline_parallel_size == 1 and multinode is None)
         self.rng = RngStream(seed)
-        extra = {}
-        if _on_cpu():
-            # Seeded sampling + chunked prefill crashes vLLM 0.32 on CPU: a partly prefilled request
-            # rewinds its generator's offset, which CPU generators do not have ("CPU Generator does
-            # not use offset"). A token budget that fits every waiting prompt means no chunking.
-            extra["max_num_batched_tokens"] = v.max_num_seqs * max_model_len
+        kwargs = llm_kwargs(model_path, settings, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                            multinode=multinode)
         with preserved_process_state(keep_env=(IN_PROCESS_ENV,)), self.rng:
             from vllm import LLM
 
-            self.llm = LLM(
-                model=str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len,
-                tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
-                kv_cache_memory_bytes=v.kv_cache_memory_bytes, enforce_eager=v.enforce_eager,
-                max_num_seqs=v.max_num_seqs, logprobs_mode="processed_logprobs",
-                worker_extension_cls=WORKER_EXTENSION, **extra,
-            )
+            self.llm = LLM(**kwargs)
 
-    def sampling_params(self, prompt_count: int, sampling: SamplingParams) -> list:
-        """One vLLM `SamplingParams` per prompt. A seeded call gives prompt i seed `seed + i * n`: vLLM
-        seeds the n samples of a prompt `seed + j`, so no two samples share a random stream."""
+    def sampling_params(self, prompt_count: int, sampling: SamplingParams, indices: list[int] | None = None) -> list:
+        """One vLLM `SamplingParams` per prompt. A seeded call gives the prompt of global index g (its
+        position when `indices` is None) seed `seed + g * n`: vLLM seeds the n samples of a prompt
+        `seed + j`, so no two samples share a random stream."""
         from vllm import SamplingParams as VllmSamplingParams
 
         common = dict(
@@ -91,10 +97,12 @@ class VllmEngine(Engine):
         )
         if sampling.seed is None:
             return [VllmSamplingParams(**common)] * prompt_count
-        return [VllmSamplingParams(**common, seed=sampling.seed + i * sampling.n) for i in range(prompt_count)]
+        where = range(prompt_count) if indices is None else indices
+        return [VllmSamplingParams(**common, seed=sampling.seed + g * sampling.n) for g in where]
 
-    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[list[RawSample]]:
-        params = self.sampling_params(len(prompt_ids), sampling)
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingParams,
+                  indices: list[int]) -> list[list[RawSample]]:
+        params = self.sampling_params(len(prompt_ids), sampling, indices)
         prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
         with self.rng:  # unseeded sampling draws from the global torch RNG: use ours
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
@@ -124,6 +132,48 @@ class VllmEngine(Engine):
             if engine is not None and hasattr(engine, "engine_core"):
                 engine.engine_core.shutdown()
             del llm
+
+
+def llm_kwargs(model_path, settings: EngineSettings, *, dtype: str, seed: int, max_model_len: int,
+               multinode: MultiNode | None) -> dict:
+    """The `vllm.LLM` / `EngineArgs` arguments of one engine: the leader and the headless nodes of a
+    multi-node replica must build the very same engine, so both take them from here."""
+    v = settings.vllm
+    if v.kv_cache_memory_bytes is None and _on_cpu():
+        raise ValueError(
+            "rollout.vllm.kv_cache_memory_bytes is null on a CPU machine: vLLM would reserve ~90% "
+            "of RAM for its KV cache; set it (e.g. 268435456 for 256 MiB)"
+        )
+    kwargs = dict(
+        model=str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len,
+        tensor_parallel_size=v.tensor_parallel_size, pipeline_parallel_size=v.pipeline_parallel_size,
+        quantization=v.quantization, gpu_memory_utilization=v.gpu_memory_utilization,
+        kv_cache_memory_bytes=v.kv_cache_memory_bytes, enforce_eager=v.enforce_eager,
+        max_num_seqs=v.max_num_seqs, logprobs_mode="processed_logprobs", worker_extension_cls=WORKER_EXTENSION,
+    )
+    if _on_cpu():
+        # Seeded sampling + chunked prefill crashes vLLM 0.32 on CPU: a partly prefilled request
+        # rewinds its generator's offset, which CPU generators do not have ("CPU Generator does
+        # not use offset"). A token budget that fits every waiting prompt means no chunking.
+        kwargs["max_num_batched_tokens"] = v.max_num_seqs * max_model_len
+    if multinode is not None:
+        kwargs.update(nnodes=multinode.nnodes, node_rank=multinode.node_rank, master_addr=multinode.master_addr,
+                      master_port=multinode.master_port, distributed_executor_backend="mp")
+    return kwargs
+
+
+def serve_headless(model_path, settings: EngineSettings, *, dtype: str, seed: int, max_model_len: int,
+                   multinode: MultiNode) -> None:
+    """Node `multinode.node_rank` > 0 of a multi-node engine: start this node's workers and serve the
+    leader until it goes away (vLLM's `vllm serve --headless` for node ranks > 0 within a replica)."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.executor.multiproc_executor import MultiprocExecutor
+
+    kwargs = llm_kwargs(model_path, settings, dtype=dtype, seed=seed, max_model_len=max_model_len, multinode=multinode)
+    config = EngineArgs(**kwargs).create_engine_config(usage_context=UsageContext.LLM_CLASS, headless=True)
+    executor = MultiprocExecutor(config, monitor_workers=False)
+    executor.start_worker_monitor(inline=True)
 
 
 def _raw_sample(completion) -> RawSample:

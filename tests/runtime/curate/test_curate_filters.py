@@ -1,7 +1,9 @@
 """Every curation filter on small hand-written cases (kept and dropped), and the funnel's accounting.
 
 Model and sandbox filters run for real: `validate_tests` / `weak_tests` in the code sandbox,
-`pass_rate` with the HF engine on a tiny model fine-tuned to always answer 7 (see curate_helpers).
+pass rates with the HF engine on a tiny model fine-tuned to always answer 7 (see curate_helpers):
+measured once as a `sample` job measures (`passrate.sample`), then cut by several datasets'
+thresholds (`PassRateCut`), and sampled-and-cut in one step as a stage's `filter` job does (`PassRate`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from curate_helpers import MATH_SUFFIX, TEMPLATE
-from rlspec.compiler.jobs import CurateFilter, Grading, Inference
+from rlspec.compiler.jobs import CurateFilter, Grading, Inference, PassRate, PassRateSampling, Replicas
+from rlspec.runtime.data import passrate
 from rlspec.runtime.data.filters import FILTERS, Context, FilterError, get_filter
 from rlspec.runtime.data.funnel import CurateError, apply_filters, funnel_json, funnel_markdown
 
@@ -23,9 +26,10 @@ CONFIG = {
                            "code_suffix": " Answer in a ```python block.", "use_chat_template": False},
                "domains": {}},
     "rollout": {"engine": "hf", "max_prompt_tokens": 96, "hf": {"batch_size": 64},
-                "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": None,
-                         "enforce_eager": True, "max_num_seqs": 8}},
-    "dtype": "float32", "max_context": 256, "seed": 0,
+                "vllm": {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.5,
+                         "kv_cache_memory_bytes": None, "enforce_eager": True, "max_num_seqs": 8,
+                         "quantization": None}},
+    "dtype": "float32", "max_model_len": 256, "seed": 0,
 }
 FILTER = TypeAdapter(CurateFilter)
 
@@ -34,8 +38,10 @@ def ctx(domain="math", **kw) -> Context:
     """A filter's context as a curate job builds it from its typed config (`config` overrides CONFIG)."""
     c = copy.deepcopy(kw.pop("config", CONFIG))
     grading = Grading.model_validate({"reward": c["reward"], "answer": c["answer"], "rewards": {}})
-    inference = Inference.model_validate({k: c[k] for k in ("rollout", "dtype", "max_context", "prompt")})
-    return Context(dataset="d", domain=domain, seed=c["seed"], grading=grading, inference=inference, **kw)
+    inference = Inference.model_validate({k: c[k] for k in ("rollout", "dtype", "max_model_len", "prompt")})
+    replicas = Replicas(count=1, gpus=0, nodes=1, gpus_per_node=0, cpus=1)  # one CPU engine in this process
+    return Context(dataset="d", domain=domain, seed=c["seed"], grading=grading, inference=inference,
+                   replicas=replicas, **kw)
 
 
 def typed(filters: list[dict]) -> list:
@@ -234,35 +240,55 @@ def test_decontaminate_unreadable_benchmark_names_it(tmp_path):
 # ---------------------------------------------------------------------------------------------- pass rate
 
 
-def pass_rate_cfg(**kw):
-    return FILTER.validate_python({
-        "kind": "pass_rate", "model": "teacher0", "k": 4, "min": 0.0, "max": 1.0, "max_response_tokens": 16,
-        "temperature": 0.6, "top_p": 0.95, "majority": False, "min_response_tokens": None, "stop": [], **kw})
+def sampling(**kw) -> PassRateSampling:
+    """A `sample` job's sampling block (its `model` is the input role `teacher`)."""
+    return PassRateSampling.model_validate({"model": "teacher", "k": 4, "max_response_tokens": 16, "temperature": 0.6,
+                                            "top_p": 0.95, "stop": [], **kw})
+
+
+def cut(records: list[dict], **kw) -> list:
+    """A curation `pass_rate` filter as its curate job holds it: thresholds only (`PassRateCut`)."""
+    cfg = FILTER.validate_python({"kind": "pass_rate", "min": 0.0, "max": 1.0, "majority": False,
+                                  "min_response_tokens": None, **kw})
+    return get_filter("pass_rate")(records, cfg, ctx())
 
 
 def teacher(seven_model) -> dict:
-    """The inputs of a curate job whose pass-rate teacher is `seven_model` (a model job's `model/`)."""
-    return {"teacher0": str(seven_model.parent)}
+    """The inputs of a sample job whose teacher is `seven_model` (a model job's `model/`)."""
+    return {"teacher": str(seven_model.parent)}
 
 
-def test_pass_rate_keeps_items_in_the_band_with_the_hf_engine(seven_model):
+def test_pass_rate_is_sampled_once_and_each_cut_keeps_its_band_with_the_hf_engine(seven_model):
     records = [math("What is 3 + 4?", "7", i=0), math("What is 2 + 2?", "4", i=1), math("What is 10 - 3?", "7", i=2),
                math("Compute " + " + ".join(["1"] * 60) + ".", "60", i=3)]
-    cfg = pass_rate_cfg(max=0.5)
-    v = get_filter("pass_rate")(records, cfg, ctx(inputs=teacher(seven_model)))
+    passrate.sample(records, sampling(), ctx(inputs=teacher(seven_model)))
+    measured = records[0]["meta"]["pass_rate"]
+    assert (measured["k"], measured["correct"], measured["rate"], measured["majority_ok"]) == (4, 4, 1.0, True)
+    assert measured["policy"] == seven_model.parent.as_posix() and measured["correct_tokens"] > 0
+    assert records[3]["meta"]["pass_rate"]["unsampled"].startswith("prompt too long for the rollout:")
+    v = cut(records, max=0.5)
     assert v[0] == "pass rate above max 0.5: 4/4" and v[2] == "pass rate above max 0.5: 4/4"
     assert v[1] is None and records[1]["meta"]["pass_rate"]["rate"] == 0.0
     assert v[3].startswith("prompt too long for the rollout:")
-    hard_for_a_teacher = get_filter("pass_rate")(records[:3], pass_rate_cfg(min=0.125, max=1.0),
-                                                 ctx(inputs=teacher(seven_model)))
+    hard_for_a_teacher = cut(records[:3], min=0.125, max=1.0)
     assert hard_for_a_teacher == [None, "pass rate below min 0.125: 0/4", None]
-    too_easy = get_filter("pass_rate")(records[:1], pass_rate_cfg(max=1.0, majority=True, min_response_tokens=100),
-                                       ctx(inputs=teacher(seven_model)))
+    too_easy = cut(records[:1], max=1.0, majority=True, min_response_tokens=100)
     assert too_easy[0].startswith("answered in fewer than 100 tokens:")
-    # the stage's stop strings reach the pass-rate sampling: cut before its answer, the teacher solves nothing
-    stopped = get_filter("pass_rate")(records[:1], pass_rate_cfg(min=0.125, stop=["boxed"]),
-                                      ctx(inputs=teacher(seven_model)))
-    assert stopped == ["pass rate below min 0.125: 0/4"]
+    assert cut(records[1:2], majority=True) == ["majority answer is wrong: 0/4 correct"]
+
+
+def test_pass_rate_sampling_stops_at_the_stop_strings(seven_model):
+    """The stage's stop strings reach the pass-rate sampling: cut before its answer, the teacher solves nothing."""
+    records = [math("What is 3 + 4?", "7", i=0)]
+    passrate.sample(records, sampling(stop=["boxed"]), ctx(inputs=teacher(seven_model)))
+    assert cut(records, min=0.125) == ["pass rate below min 0.125: 0/4"]
+
+
+def test_a_cut_on_records_without_a_measurement_says_recompile():
+    with pytest.raises(FilterError, match=r"record 'm1' carries no pass-rate measurement .*recompile"):
+        cut([math("x", i=1)], max=0.5)
+    with pytest.raises(FilterError, match="carries no pass-rate measurement"):  # an older version's measurement
+        cut([math("x", i=1, pass_rate={"policy": "p", "k": 4, "correct": 1, "rate": 0.25})], max=0.5)
 
 
 @pytest.mark.slow
@@ -273,17 +299,23 @@ def test_pass_rate_with_the_vllm_engine(seven_model, monkeypatch):
     config["rollout"]["engine"] = "vllm"
     config["rollout"]["vllm"]["kv_cache_memory_bytes"] = 64 << 20
     records = [math("What is 3 + 4?", "7", i=0), math("What is 2 + 2?", "4", i=1)]
-    cfg = pass_rate_cfg(max=0.5)
-    assert get_filter("pass_rate")(records, cfg, ctx(config=config, inputs=teacher(seven_model))) == [
-        "pass rate above max 0.5: 4/4", None]
+    passrate.sample(records, sampling(), ctx(config=config, inputs=teacher(seven_model)))
+    assert cut(records, max=0.5) == ["pass rate above max 0.5: 4/4", None]
 
 
-def test_pass_rate_initial_policy_is_the_model_job_folder(seven_model):
-    cfg = pass_rate_cfg(model="policy", max=0.5)
-    v = get_filter("pass_rate")([math("What is 3 + 4?", "7", i=0)], cfg, ctx(inputs={"policy": str(seven_model.parent)}))
-    assert v == ["pass rate above max 0.5: 4/4"]
+def stage_filter(**kw) -> PassRate:
+    """A stage's `filter_before` as its filter job holds it: sampling and thresholds in one block."""
+    return PassRate.model_validate({
+        "kind": "pass_rate", "model": "policy", "k": 4, "min": 0.0, "max": 0.5, "max_response_tokens": 16,
+        "temperature": 0.6, "top_p": 0.95, "majority": False, "min_response_tokens": None, "stop": [], **kw})
+
+
+def test_stage_filter_pass_rate_samples_the_policy_and_cuts_in_one_step(seven_model):
+    records = [math("What is 3 + 4?", "7", i=0)]
+    v = get_filter("pass_rate")(records, stage_filter(), ctx(inputs={"policy": str(seven_model.parent)}))
+    assert v == ["pass rate above max 0.5: 4/4"] and records[0]["meta"]["pass_rate"]["correct"] == 4
     with pytest.raises(FilterError, match="no 'policy' input model"):
-        get_filter("pass_rate")([math("x", i=1)], cfg, ctx())
+        get_filter("pass_rate")([math("x", i=1)], stage_filter(), ctx())
 
 
 # ---------------------------------------------------------------------------------------------- funnel

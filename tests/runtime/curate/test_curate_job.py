@@ -1,5 +1,5 @@
-"""The `curate` and `filter` jobs end to end: specs compiled by `rlspec compile`, jobs run as the
-workflow runs them (`python -m rlspec.runtime.<kind> --job ... --context context.json` in the build
+"""The `sample`, `curate` and `filter` jobs end to end: specs compiled by `rlspec compile`, jobs run as
+the workflow runs them (`python -m rlspec.runtime.<kind> --job ... --context context.json` in the build
 folder), bad inputs, and a job killed while it writes."""
 
 from __future__ import annotations
@@ -83,12 +83,21 @@ def make_build(tmp_path: Path, seven_model: Path | None = None, filters: str = F
     return compile_spec(spec, tmp_path / "build")
 
 
-@pytest.mark.slow  # two job processes that load torch and a model: ~10 s on a quiet box, 40 s on a busy one
-def test_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
+@pytest.mark.slow  # three job processes that load torch and a model: ~15 s on a quiet box, 60 s on a busy one
+def test_sample_then_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
     build = make_build(tmp_path, seven_model)
-    for model_job in job_files(build, "model"):  # the spec's model and the pass-rate teacher, linked
+    for model_job in job_files(build, "model"):  # the spec's model (the pass rate's initial policy), linked
         assert run_job(build, "model", model_job).returncode == 0
     [job] = job_files(build, "curate")
+    [sjob] = job_files(build, "sample")
+    assert json.loads(job.read_text())["inputs"]["upstream"] == json.loads(sjob.read_text())["output_dir"]
+    assert "has not finished (no done.json)" in run_job(build, "curate", job).stderr  # the sample job runs first
+    result = run_job(build, "sample", sjob)
+    assert result.returncode == 0, result.stderr
+    sout = build / json.loads(sjob.read_text())["output_dir"]
+    sampled = read_prompts(sout / "prompts.parquet")  # every record after the filters, each measured: no cut yet
+    assert all("unsampled" in r["meta"]["pass_rate"] or r["meta"]["pass_rate"]["k"] == 2 for r in sampled)
+    assert [s["filter"] for s in json.loads((sout / "funnel.json").read_text())["steps"]][-1] == "sampled"
     result = run_job(build, "curate", job)
     assert result.returncode == 0, result.stderr
     out = build / json.loads(job.read_text())["output_dir"]
@@ -98,13 +107,15 @@ def test_curate_then_filter_jobs_end_to_end(tmp_path, seven_model):
     funnel = json.loads((out / "funnel.json").read_text())
     assert funnel["input"] == 103 and funnel["output"] == len(records) > 50
     assert [s["filter"] for s in funnel["steps"]] == ["length", "dedup_exact", "decontaminate", "answer_parseable",
-                                                    "pass_rate"]
+                                                    "sampled", "pass_rate"]
+    assert [s["index"] for s in funnel["steps"]] == [1, 2, 3, 4, 5, 5]  # the dataset's filter numbers
     steps = funnel["steps"]
     assert steps[0]["records_in"] == 103 and all(a["kept"] == b["records_in"] for a, b in zip(steps, steps[1:]))
+    assert all(s["records_in"] == s["kept"] + s["dropped"] for s in steps)
     assert steps[1]["dropped"] >= 1  # the duplicated extra row
     assert any(e["id"] == "extra.jsonl-2" for e in steps[2]["examples"])  # the planted benchmark question
     assert all(r["answer"] != "7" for r in records)  # the tiny model solves every "7" item: pass rate 1 > 0.5
-    assert steps[4]["reasons"]["pass rate above max N"] >= 1
+    assert steps[5]["reasons"]["pass rate above max N"] >= 1
     assert all(r["meta"]["pass_rate"]["k"] == 2 for r in records)
     assert json.loads((out / "done.json").read_text())["records"] == len(records)
 
@@ -220,3 +231,19 @@ def test_filter_job_refuses_unfinished_inputs(tmp_path):
     result = run_job(build, "filter", fjob)
     assert result.returncode == 1 and "has not finished (no done.json); run its job first" in result.stderr
     assert job_for(build, "filter", "filter before s1") == fjob
+
+
+def test_a_sample_job_that_cannot_sample_leaves_no_result_and_says_why(tmp_path):
+    """Its model job never ran: the sample job stops at sampling, after its filters; an earlier
+    run's done.json is gone and the funnel so far is written with the error."""
+    build = make_build(tmp_path, filters="      - kind: dedup_exact\n      - kind: pass_rate\n        k: 2\n")
+    [sjob] = job_files(build, "sample")
+    out = build / json.loads(sjob.read_text())["output_dir"]
+    out.mkdir(parents=True)
+    (out / "done.json").write_text("{}")  # left by an earlier run: must not survive this one
+    result = run_job(build, "sample", sjob)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: sample the initial model k=2 on math, sampling 'policy': input model ")
+    assert not (out / "done.json").exists() and not (out / "prompts.parquet").exists()
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert [s["filter"] for s in funnel["steps"]] == ["dedup_exact"] and funnel["error"].startswith("sample the")

@@ -17,7 +17,8 @@ def rollout_settings(engine: str, **overrides) -> dict:
     settings = {
         "engine": engine, "max_prompt_tokens": 300,
         "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5,
-                 "kv_cache_memory_bytes": 64 << 20, "enforce_eager": True, "max_num_seqs": 64},
+                 "kv_cache_memory_bytes": 64 << 20, "enforce_eager": True, "max_num_seqs": 64,
+                 "pipeline_parallel_size": 1, "quantization": None},
         "hf": {"batch_size": 8},
     }
     settings.update(overrides)

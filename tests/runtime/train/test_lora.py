@@ -119,7 +119,7 @@ def engine_for(model_dir, kind: str):
     settings = EngineSettings.model_validate({
         "engine": kind, "max_prompt_tokens": 64, "hf": {"batch_size": 8},
         "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": 64 << 20,
-                 "enforce_eager": True, "max_num_seqs": 8}})
+                 "enforce_eager": True, "max_num_seqs": 8, "pipeline_parallel_size": 1, "quantization": None}})
     return make_engine(model_dir, settings, dtype="float32", seed=0, max_model_len=256)
 
 

@@ -49,7 +49,8 @@ PROGRAM = textwrap.dedent("""\
     ds.step()
     settings = EngineSettings.model_validate({"engine": "hf", "max_prompt_tokens": 64,
         "vllm": {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": 64 << 20,
-                 "enforce_eager": True, "max_num_seqs": 8}, "hf": {"batch_size": 8}})
+                 "enforce_eager": True, "max_num_seqs": 8, "pipeline_parallel_size": 1, "quantization": None},
+        "hf": {"batch_size": 8}})
     engine = make_engine(model_dir, settings, dtype="float32", seed=0, max_model_len=128)
     before = {k: v.clone() for k, v in engine.model.state_dict().items()}
     stats = weightsync.push_weights(ds.module, engine, zero3=True, bucket_bytes=64 * 1024)
