@@ -4,6 +4,10 @@ Snakemake runs as a subprocess of the same Python environment (`python -m snakem
 environment's bin folder first on PATH so job commands (`python -m rlspec.runtime...`) use the same
 interpreter. Its full log goes to `<build>/logs/snakemake.log`; the terminal shows a progress bar
 and, when a job fails, the tail of that job's log.
+
+With `--profile local`, Snakemake gets `--resources gpu=<this machine's GPUs>` (so the GPU jobs that
+run at once fit the machine) and the jobs the lock folder and device ids from which each takes its
+own slice at start (`rlspec.runtime.devices`). Slurm gives each job its devices itself.
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ def check_executor(profile: Path) -> None:
                          'install it with: pip install "rlspec[slurm]"')
 
 
-def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: bool, extra: list[str]) -> list[str]:
+def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: bool, extra: list[str],
+                      gpus: int | None = None) -> list[str]:
+    """`gpus`: the local run's `gpu` resource cap (None: no cap, as under Slurm); a `--resources` of
+    the user's own in `extra` replaces it."""
     prof = profile_dir(build, profile)
     check_executor(prof)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(build / "Snakefile"), "--directory", str(build),
@@ -51,7 +58,31 @@ def snakemake_command(build: Path, *, profile: str, cores: int | None, dry_run: 
         cmd += ["--cores", str(cores)]
     if dry_run:
         cmd += ["--dry-run"]
-    return cmd + list(extra)
+    cmd += list(extra)
+    # last: `--resources` takes every following word, so the user's targets must not come after it
+    if gpus is not None and not any(a in ("--resources", "--res") or a.startswith("--resources=") for a in extra):
+        cmd += ["--resources", f"gpu={gpus}"]
+    return cmd
+
+
+def local_gpus(profile: str) -> list[str] | None:
+    """This machine's GPU ids for a local run (`rlspec.runtime.devices.local_devices`); None otherwise."""
+    if profile != "local":
+        return None
+    from rlspec.runtime.devices import local_devices  # stdlib only: the compiler stays free of torch
+    return local_devices()
+
+
+def job_env(build: Path, devices: list[str] | None, console: Console) -> dict[str, str]:
+    """Snakemake's environment, which its jobs inherit: this interpreter's bin folder first on PATH,
+    and in a local run (`devices` not None) the GPU lock folder and ids (`rlspec.runtime.devices`)."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if devices is not None:
+        from rlspec.runtime.devices import local_run_env
+        env.update(local_run_env(build, devices))
+        console.print(f"local GPUs: {len(devices)} ({', '.join(devices) or 'none'}); each job gets its own")
+    return env
 
 
 def hold_build_lock(build: Path):
@@ -82,9 +113,10 @@ def clear_stale_snakemake_lock(build: Path, env: dict, console: Console) -> None
 def run_snakemake(build: Path, *, profile: str = "local", cores: int | None = None, dry_run: bool = False,
                   extra: list[str] | None = None, total_jobs: int | None = None, console: Console | None = None) -> int:
     console = console or Console(stderr=True)
-    cmd = snakemake_command(build, profile=profile, cores=cores, dry_run=dry_run, extra=extra or [])
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    devices = local_gpus(profile)
+    cmd = snakemake_command(build, profile=profile, cores=cores, dry_run=dry_run, extra=extra or [],
+                            gpus=None if devices is None else len(devices))
+    env = job_env(build, devices, console)
     lock = hold_build_lock(build)
     if lock is None:
         console.print(f"[red]another `rlspec run` is using {build}; wait for it or stop it first[/red]")

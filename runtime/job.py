@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rlspec.runtime import devices
 from rlspec.runtime.atomic import write_json_atomic  # noqa: F401  (re-exported: every program writes done.json with it)
 
 from rlspec.compiler.hashing import content_hash
@@ -78,7 +79,12 @@ def load_job(path: str | Path, kind: str, context: str | Path | None = None) -> 
             ctx = json.loads(Path(context).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise JobError(f"{context}: not a readable context file ({exc})") from None
-    return Job(doc["kind"], doc["id"], doc["label"], config, doc["inputs"], Path(doc["output_dir"]), ctx, path)
+    job = Job(doc["kind"], doc["id"], doc["label"], config, doc["inputs"], Path(doc["output_dir"]), ctx, path)
+    try:  # before the program imports anything that starts CUDA (local runs only: runtime/devices.py)
+        devices.claim_for_job(job)
+    except devices.DeviceError as exc:
+        raise JobError(f"{path}: {exc}") from None
+    return job
 
 
 def _first_error(exc: ValidationError) -> str:
