@@ -165,6 +165,7 @@ def warmup_examples(build: ScratchBuild, root: Path | None) -> list[dict[str, An
     """(prompt text, response text) pairs from the warm-up sources, prompts rendered as the policy
     sees them (with `use_chat_template`, through the chat template the tiny tokenizer will carry)."""
     from rlspec.runtime.data.builtin import generate
+    from rlspec.runtime.data.records import field_value
     from rlspec.runtime.prompts import render_prompt
     from rlspec.runtime.scoring import record_domain
     from rlspec.runtime.tinymodel import ChatTemplate
@@ -178,11 +179,13 @@ def warmup_examples(build: ScratchBuild, root: Path | None) -> list[dict[str, An
             rows = read_source(source, "math", spec_dir=root,  # validates the source and mapping
                                place=f"model.from_scratch.warmup.sources[{i}]")
         for row in rows:
-            if not row.get("response"):
+            # a local file's `response` column lands in the record's meta; a generator's is a column
+            response = field_value(row, "response")
+            if not isinstance(response, str) or not response:
                 raise ModelJobError(f"warm-up source {source.uri}: records need a `response` (a worked answer); "
                                     "for builtin generators add `worked=true` to the URI")
             domain = record_domain(row)
-            out.append({"prompt": render_prompt(row, domain, build.prompt, chat), "response": row["response"]})
+            out.append({"prompt": render_prompt(row, domain, build.prompt, chat), "response": response})
     if not out:
         raise ModelJobError("the warm-up sources gave no examples")
     random.Random(build.seed).shuffle(out)

@@ -178,3 +178,39 @@ def test_from_scratch_families_and_chat_template(tmp_path, family):
         [{"role": "user", "content": "What is 1 + 1?"}], add_generation_prompt=True)
     # the reloaded tokenizer gives the ids the trained one gave (the Qwen2 pre-tokenizer trap, for llama too)
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_a_local_warmup_file_gives_its_responses(tmp_path):
+    """A warm-up source that is a local file: its `response` column is not a schema column, so it
+    reaches the record in `meta`; the warm-up must read it there (it used to refuse every local file)."""
+    import json
+
+    from rlspec.compiler.jobs import ModelJob
+    from rlspec.runtime.model import warmup_examples
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1), "response": f"{i} + 1 = \\boxed{{{i + 1}}}"}
+            for i in range(4)]
+    (tmp_path / "warm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: localwarm
+        model:
+          from_scratch:
+            architecture: {hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 2, num_kv_heads: 1}
+            tokenizer: {vocab_size: 300, corpus_size: 10}
+            warmup: {sources: [{uri: warm.jsonl}], steps: 1, batch_size: 2}
+          dtype: float32
+          max_context: 256
+        rollout: {max_prompt_tokens: 96}
+        datasets:
+          math: {domain: math, sources: [{uri: "builtin://math?n=8"}]}
+        stages:
+          - {name: s1, datasets: [math], max_response_tokens: 8, steps: 1, prompts_per_step: 2, group_size: 2}
+        """))
+    out = subprocess.run([sys.executable, "-m", "rlspec.compiler.cli", "compile", str(spec), "-o", str(tmp_path / "b")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    [job_file] = (tmp_path / "b" / "jobs" / "model").glob("*.json")
+    build = ModelJob.model_validate(json.loads(job_file.read_text())["config"]).build
+    examples = warmup_examples(build, tmp_path)
+    assert sorted(e["response"] for e in examples) == sorted(r["response"] for r in rows)
+    assert all("What is" in e["prompt"] for e in examples)
