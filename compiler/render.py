@@ -25,6 +25,7 @@ from .validate import Checked
 GENERATED_DIRS = ("jobs", "rules", "envs", "profiles", "launch")
 RULE_DOCS = {
     "model": "build the from-scratch policy (tokenizer, init, SFT warm-up)",
+    "sample": "sample a model k times on a dataset's items (curation's pass rate), once for every dataset that asks",
     "curate": "run a dataset's sources through its filters",
     "filter": "keep the prompts the policy entering a stage finds hard",
     "train": "one GRPO stage",
@@ -157,12 +158,24 @@ def render(checked: Checked, plan: Plan, *, spec_file: str, provenance: dict[str
     return files
 
 
-# Train jobs get SIGUSR1 this long before their time limit (`sbatch --signal`): the step in flight
+# Train jobs get SIGTERM this long before their time limit (`sbatch --signal`): the step in flight
 # finishes, a checkpoint is written and the job exits; Snakemake's retry (`retries` in the Slurm
 # profile) resumes from it. 20 minutes covers a 32K-token step's rollout tail and a checkpoint; a
-# `--signal` in the user's `slurm_extra` comes later on the line and wins.
+# `--signal` in the user's `slurm_extra` comes later on the line and wins. TERM, not USR1: the job
+# step's task is the plugin's inner Snakemake, which waits for its running job on SIGTERM (USR1
+# would kill it, and the step with it); the rule `exec`s the program, so no shell sits between
+# them to die first. Slurm may signal up to a minute early, and at once when the lead is longer than
+# the limit (which would stop every attempt at its first step): a short job gets a quarter of its
+# limit as lead, and none below STOP_SIGNAL_MIN_S.
 TRAIN_STOP_SIGNAL_S = 1200
+STOP_SIGNAL_MIN_S = 120
 RETRIES = 3
+
+
+def stop_signal_lead(time_min: int) -> int | None:
+    """Seconds before a train job's limit that Slurm sends the stop signal; None: too short a limit."""
+    lead = min(TRAIN_STOP_SIGNAL_S, time_min * 60 // 4)
+    return lead if lead >= STOP_SIGNAL_MIN_S else None
 
 
 def _rule_resources(job) -> dict[str, Any]:
@@ -181,8 +194,9 @@ def _rule_resources(job) -> dict[str, Any]:
     out: dict[str, Any] = {"cpus": r["cpus"], "mem_mb": r["mem_mb"], "runtime": r["runtime"],
                            "cpus_per_task": r["cpus"], "nodes": r["nodes"]}
     extra = r["slurm_extra"]
-    if job.kind == "train":  # the trainer checkpoints on this signal and exits; the retry resumes
-        extra = " ".join(x for x in (f"--signal=USR1@{TRAIN_STOP_SIGNAL_S}", extra) if x)
+    lead = stop_signal_lead(r["runtime"])
+    if job.kind == "train" and lead is not None:  # the trainer checkpoints on it and exits; the retry resumes
+        extra = " ".join(x for x in (f"--signal=TERM@{lead}", extra) if x)
     if r["nodes"] > 1:
         if r["gpus"]:
             out["gres"] = f"gpu:{r['gpus']}"

@@ -18,4 +18,6 @@ rule train:
     conda:
         "../envs/trainer.yaml"
     shell:
-        "python -m rlspec.runtime.train --job {input.job} --context context.json > {log} 2>&1"
+        # exec: the program takes the shell's place, so Slurm's stop signal reaches it and no shell
+        # dies before it has checkpointed
+        "exec python -m rlspec.runtime.train --job {input.job} --context context.json > {log} 2>&1"

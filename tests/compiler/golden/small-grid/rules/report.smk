@@ -17,4 +17,6 @@ rule report:
     conda:
         "../envs/eval.yaml"
     shell:
-        "python -m rlspec.runtime.report --job {input.job} --context context.json > {log} 2>&1"
+        # exec: the program takes the shell's place, so Slurm's stop signal reaches it and no shell
+        # dies before it has checkpointed
+        "exec python -m rlspec.runtime.report --job {input.job} --context context.json > {log} 2>&1"
