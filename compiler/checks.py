@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import budget, memory
+from . import budget, engines, memory
 from .builtin_params import BuiltinError, parse_uri
 
 from .errors import Issue, Path, dotted_path
@@ -458,7 +458,7 @@ def _parallelism_issues(job) -> Iterator[Issue]:
 def _replica_layout(job, tp: int, pp: int, where: str) -> Iterator[Issue]:
     res, per_node = job.resources, job.resources.gpus
     total, replica = per_node * job.resources.nodes, tp * pp
-    dp = job.block.data_parallel_size or max(1, total // replica)
+    dp = engines.replica_count(job.block, res)
     at_res = dotted_path(job.resources_path)
     if replica > per_node and replica % per_node:
         yield Issue(job.block_path, f"{job.what}: one replica takes tensor_parallel_size {tp} x pipeline_parallel_size "

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from .jobs import EngineSettings, Replicas, VllmEngine
-from .spec import InferenceEngine, JobResources, Rollout, Spec, Stage
+from .spec import HfSettings, InferenceEngine, JobResources, Rollout, Spec
 
 INFERENCE_KINDS = ("bench", "filter", "sample")
 
@@ -48,7 +48,6 @@ def inference_block(spec: Spec, kind: str, override: InferenceEngine | None) -> 
 
 def inference_engine(spec: Spec, block: InferenceEngine) -> EngineSettings:
     """The job-side engine settings of a filled block (`inference_block`)."""
-    from .spec import HfSettings
     r = spec.rollout
     assert block.engine is not None and block.max_num_seqs is not None and block.hf_batch_size is not None
     return EngineSettings(engine=block.engine, max_prompt_tokens=r.max_prompt_tokens,
@@ -88,7 +87,3 @@ def replicas(block: InferenceEngine, res: JobResources) -> Replicas:
     per_node = math.ceil(count / res.nodes)
     return Replicas(count=count, gpus=gpus, nodes=res.nodes, gpus_per_node=res.gpus,
                     cpus=max(1, res.cpus // max(1, per_node)))
-
-
-def stage_train_max_model_len(spec: Spec, stage: Stage) -> int:
-    return max_model_len(spec, stage.rollout.max_prompt_tokens, stage.max_response_tokens)

@@ -713,7 +713,7 @@ def inference_inputs(spec: Spec, job: InferenceJob, spec_dir: Path | None) -> En
         if params is None:
             return shape
         return WeightsOnly(params, DTYPE_BYTES[b.dtype or spec.model.dtype], b.quantization,
-                           b.tensor_parallel_size * b.pipeline_parallel_size, res.gpu_mem_gb,
+                           engines.gpus_per_replica(b), res.gpu_mem_gb,
                            b.gpu_memory_utilization, f"{params / 1e9:g}B parameters read from the name {job.model!r}")
     assert b.engine and b.dtype and b.max_num_seqs and b.hf_batch_size  # inference_block fills them
     return EngineInputs(shape=shape, dtype=b.dtype, engine=b.engine, gpu_mem_gb=res.gpu_mem_gb,
