@@ -17,19 +17,28 @@ not re-import the job's ``__main__``, so it holds nothing of the trainer). The h
 of the user's; it runs a ``KillPool`` whose workers, forked from that clean host, import the module
 once and call the function one item at a time; a worker past the timeout is killed and replaced,
 and its item gets ``timeout``. Requests and answers are pickled over the host's stdin and a private
-copy of its stdout (the user's prints go to stderr, the job's log). Hosts live as long as the job.
+copy of its stdout (the user's prints go to stderr, the job's log). Hosts live as long as the job,
+and never longer: the stdin pipe cannot say when the job died (a process forked from the job, such as
+a DataLoader or KillPool worker, keeps its write end open, and a busy host does not read it), so the
+host polls ``os.getppid()`` from a watchdog thread and exits once it no longer is the job that started
+it; its workers set PR_SET_PDEATHSIG, so they die with the host however it ends (even SIGKILL). The
+host itself does not use PDEATHSIG: that fires when the *thread* that forked it exits, and hosts are
+started from grading threads that come and go.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib.util
 import math
 import os
 import pickle
 import select
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +48,7 @@ from .grade import Grade, default_workers
 
 MAX_WORKERS = 8  # more processes than this rarely pays for a Python reward; each costs an interpreter
 STARTUP_S = 60.0  # the host's own start-up (imports) allowed on top of the items' time
+WATCH_S = 0.25  # how often a host checks that its job is alive: it exits at most this long after the job
 
 
 @dataclass(frozen=True)
@@ -150,8 +160,10 @@ class _Host:
     def __init__(self, key: tuple, path: str, function: str, signature: str, workers: int):
         self.key, self.workers = key, workers
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Our pid, so that the host can tell it was orphaned even if we die before it starts watching.
         self.proc = subprocess.Popen([sys.executable, "-m", "rlspec.runtime.reward.plugin", path, function, signature,
-                                      str(workers)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                                      str(workers), str(os.getpid())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def map(self, items: list[RewardItem], timeout_s: float) -> list[tuple[str, Any]]:
         if self.proc.poll() is not None:
@@ -251,8 +263,29 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _warm(path: str, function: str) -> None:
+def _warm(path: str, function: str, host: int | None = None) -> None:
+    """A worker's start: die with the host `host` (its parent), then import the user's module."""
+    if host is not None:
+        _die_with_parent(host)
     load_function(path, function)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent ends, however it ends (PR_SET_PDEATHSIG); a parent that
+    already ended before the call would never send it, so check for that too. The parent must fork
+    us from a thread that lives as long as it does (the host's main thread does)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _watch_owner(owner: int) -> None:
+    """The host's watchdog thread: exit as soon as the job that started us is gone (we were
+    re-parented). os._exit ends the host whatever its main thread is doing (reading a request no
+    one will send, or waiting on a busy worker); its workers then get their PDEATHSIG."""
+    while os.getppid() == owner:
+        time.sleep(WATCH_S)
+    os._exit(1)
 
 
 def _serve(argv: list[str]) -> None:
@@ -261,11 +294,13 @@ def _serve(argv: list[str]) -> None:
 
     from .killpool import KillPool
     path, function, signature, workers = argv[0], argv[1], argv[2], int(argv[3])
+    owner = int(argv[4]) if len(argv) > 4 else os.getppid()
+    threading.Thread(target=_watch_owner, args=(owner,), name="owner-watchdog", daemon=True).start()
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # the user's prints go to the job's log, not into the answers
     sys.stdout = sys.stderr
     pool = KillPool(functools.partial(call, path, function, signature), workers,
-                    init=functools.partial(_warm, path, function))
+                    init=functools.partial(_warm, path, function, os.getpid()))
     requests = sys.stdin.buffer
     while True:
         try:

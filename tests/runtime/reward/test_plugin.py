@@ -3,13 +3,19 @@
 Each test writes a reward module to a temp folder and grades through `scoring.score`, the entry
 point training, filters and benchmarks use: a float, a veRL dict, a TRL list, a function that raises,
 one that hangs (killed at its timeout; the batch goes on), weighted terms, and proof that the
-function never runs in the calling process.
+function never runs in the calling process. The last tests start a job in a subprocess, SIGKILL it (or
+its host) and check that no host or worker outlives it.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import select
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +201,170 @@ def test_the_shipped_example_rewards_as_compiled():
     grades = scoring.score([record] * 3, responses, train.config.grading, spec_dir=str(spec.parent), workers=1)
     assert [g.reward for g in grades] == [1.2, 0.2, 0.0]
     assert grades[0].status == "scored" and "boxed=True" in grades[0].detail
+
+
+# ------------------------------------------------------------------------------------------
+# hosts and their workers die with the job that started them
+# ------------------------------------------------------------------------------------------
+
+ORPHAN_REWARD = '''
+import os, time
+from pathlib import Path
+
+def f(data_source, solution_str, ground_truth, extra_info=None):
+    if solution_str.startswith("hang:"):  # say we are busy, then stay busy
+        Path(solution_str[5:]).write_text(str(os.getpid()))
+        time.sleep(600)
+    return float(os.getpid())
+'''
+
+# The job ("owner"): grades one item so that a host and a worker exist, prints their pids, then
+# stays alive in the state `mode` names until the test kills it.
+OWNER = '''
+import os, sys, threading, time
+from pathlib import Path
+from rlspec.compiler.hashing import file_sha256
+from rlspec.compiler.jobs import PythonReward
+from rlspec.runtime.reward import plugin
+
+mode, reward, mark = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+fn = PythonReward(path=str(reward), function="f", sha256=file_sha256(reward), signature="verl", timeout_s=120.0)
+
+def grade(response):
+    [g] = plugin.grade_python(fn, [plugin.item_for({"id": "0", "prompt": "q", "answer": "a"}, response, "verl")],
+                              workers=1)
+    [host] = plugin._HOSTS.values()
+    return host.proc.pid, g
+
+if mode == "thread":  # the host is created by a thread that ends before the job dies
+    first = []
+    t = threading.Thread(target=lambda: first.append(grade("x")))
+    t.start()
+    t.join()
+    time.sleep(1.0)  # a host that died with its creating thread would be gone by now
+    (host, g), (again, _) = first[0], grade("x")
+    print("host", host, "again", again, flush=True)
+else:
+    host, g = grade("x")
+print("host", host, "worker", int(g.reward), flush=True)
+if mode == "fd":  # a process forked from the job keeps the host's stdin open; the host is idle
+    sibling = os.fork()
+    if sibling == 0:
+        time.sleep(600)
+        os._exit(0)
+    print("sibling", sibling, flush=True)
+    time.sleep(600)
+else:  # the host is busy: its worker runs an item for up to 120 s
+    grade("hang:" + mark)
+'''
+
+
+def _alive(pid: int) -> bool:
+    """Running, as /proc says; a zombie has exited (only its parent's wait is missing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _wait_gone(pids: set[int], seconds: float) -> set[int]:
+    """The pids still running after up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {p for p in pids if _alive(p)}
+
+
+class _Owner:
+    """A job in its own session (so that cleanup can kill all it started, should a test fail)."""
+
+    def __init__(self, tmp_path: Path, mode: str):
+        reward, script, self.mark, self.log = (tmp_path / "reward.py", tmp_path / "owner.py", tmp_path / "busy",
+                                               tmp_path / "owner.log")
+        reward.write_text(ORPHAN_REWARD)
+        script.write_text(OWNER)
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(script), mode, str(reward), str(self.mark)],
+                                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        self.out = b""
+
+    def pid_after(self, word: str, timeout: float = 120.0) -> int:
+        """The number the owner prints after `word`; fails with its log if it never does."""
+        deadline = time.monotonic() + timeout
+        while word.encode() not in self.out.split() or not self.out.endswith(b"\n"):
+            assert time.monotonic() < deadline and self.proc.poll() is None, (
+                f"the owner never printed {word!r} (exit {self.proc.poll()}); stdout {self.out!r}; "
+                f"log:\n{self.log.read_text()}")
+            if select.select([self.proc.stdout], [], [], 0.2)[0]:
+                self.out += os.read(self.proc.stdout.fileno(), 4096)
+        words = self.out.decode().split()
+        return int(words[words.index(word) + 1])
+
+    def busy_worker(self, timeout: float = 60.0) -> int:
+        """The pid of the worker once it runs the slow item (it writes the mark file then)."""
+        deadline = time.monotonic() + timeout
+        while not (self.mark.exists() and self.mark.read_text()):
+            assert time.monotonic() < deadline, f"the worker never started the slow item; log:\n{self.log.read_text()}"
+            time.sleep(0.05)
+        return int(self.mark.read_text())
+
+    def cleanup(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # what a broken host would leave: host, workers, sibling
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+@pytest.mark.parametrize("mode", ["busy", "fd", "thread"])
+def test_host_and_workers_die_with_a_killed_job(tmp_path, mode):
+    """SIGKILL the job: its host and the host's worker exit within seconds, whether the host was busy
+    grading (it reads no EOF then), idle with its stdin held open by a process forked from the job (no
+    EOF comes at all), or created by a thread that had ended (PDEATHSIG alone would tie the host to
+    that thread, and kill it when the thread ends)."""
+    owner = _Owner(tmp_path, mode)
+    try:
+        host, worker = owner.pid_after("host"), owner.pid_after("worker")
+        if mode == "fd":
+            owner.pid_after("sibling")  # forked: it holds the host's stdin
+        else:
+            assert owner.busy_worker() == worker
+        if mode == "thread":
+            assert owner.pid_after("again") == host, "the host died when the thread that created it ended"
+        pids = {host} | _children(host)
+        assert worker in pids and all(_alive(p) for p in pids)
+        os.kill(owner.proc.pid, signal.SIGKILL)
+        owner.proc.wait()
+        left = _wait_gone(pids, 5.0)
+        assert not left, f"processes {sorted(left)} of the killed job's reward host are still running"
+    finally:
+        owner.cleanup()
+
+
+def test_workers_die_with_a_killed_host(tmp_path):
+    """SIGKILL the host itself while its worker is busy: the worker exits within seconds."""
+    owner = _Owner(tmp_path, "busy")
+    try:
+        host = owner.pid_after("host")
+        worker = owner.busy_worker()
+        workers = _children(host)
+        assert worker in workers
+        os.kill(host, signal.SIGKILL)
+        left = _wait_gone(workers, 5.0)
+        assert not left, f"workers {sorted(left)} outlived their SIGKILLed host"
+    finally:
+        owner.cleanup()
