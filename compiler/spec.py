@@ -757,11 +757,10 @@ class Algorithm(Model):
     by `model.max_context`); null = fixed counts of `micro_batch_size` sequences."""
     pack_sequences: bool = False
     """Padding-free micro-batches: a micro-batch's sequences are concatenated into one row whose
-    position ids restart at every sequence, and attention never crosses a sequence boundary (a
-    block-diagonal causal mask; varlen kernels with flash attention). Same loss and gradients as
-    padded micro-batches. With SDPA attention (what the trainer loads today) the mask is dense over
-    the whole packed row, so attention costs (sum of lengths)^2 and packing can be slower than
-    padding; the token budget without packing is the faster choice there."""
+    position ids restart at every sequence, and attention never crosses a sequence boundary: the
+    trainer's attention runs causal SDPA on each sequence on its own (flash kernels on GPU, the flash
+    CPU kernel here; no dense mask is built), so attention costs the sum of squared lengths. Same loss
+    and gradients as padded micro-batches (fp32, 1e-6)."""
     gradient_checkpointing: bool | None = None
     """Recompute each decoder layer's activations in the backward pass instead of keeping them (memory
     for compute: needed at 8K-32K tokens); null = on when the train job runs on GPUs, off on CPU."""

@@ -16,9 +16,10 @@ How: `model` is an HF causal LM (or the DeepSpeed engine's module); its decoder 
 layer's weights through the same module hooks as a full forward.
 
 Packed inputs (`algorithm.pack_sequences`): `ids` is one row of concatenated sequences, `attn` is
-None and `position_ids` restart at 0 for every sequence. Transformers then builds a block-diagonal
-causal mask from the position ids (sdpa/eager; flash attention takes the same position ids as varlen
-boundaries), so no sequence attends to another. `out_mask` is the padded layout's response mask: the
+None and `position_ids` restart at 0 for every sequence. The trainer's models use `rlspec_varlen`
+attention (attention.py), which reads the sequence boundaries from the position ids and attends within
+each sequence only; with transformers' own implementations the same position ids give a block-diagonal
+mask (sdpa/eager) or varlen boundaries (flash attention): no sequence attends to another either way. `out_mask` is the padded layout's response mask: the
 values picked in the packed row (in row order) are written to its marked positions (in row-major
 order), so callers get the padded (S, T-1) tensors whichever layout the forward used.
 """

@@ -32,7 +32,7 @@ from rlspec.runtime.atomic import replace_dir_atomic, temp_path, write_json_atom
 from rlspec.runtime.job import Job, fault_point, model_dir
 from rlspec.runtime.peakmem import PhasePeak
 
-from . import algos, checkpoint, distributed, lora, weightsync
+from . import algos, attention, checkpoint, distributed, lora, weightsync
 from .batch import (RolloutBatch, copy_sources, drop_equal_groups, engine_logprobs, equal_groups, first_kept,
                     keep_first_groups, micro_batches, pack, pack_flat, response_mask, stack, training_rewards,
                     with_copies)
@@ -183,7 +183,9 @@ class Trainer:
 
     def _setup_models(self):
         from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
+        # every training forward (policy and reference) attends per sequence (attention.py): no dense mask
+        attn = attention.register()
+        model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32, attn_implementation=attn)
         model.config.use_cache = False
         checkpointing = self.alg.gradient_checkpointing
         if checkpointing is None:  # the spec's default: on where memory is scarce (GPUs), off on CPU
@@ -201,7 +203,7 @@ class Trainer:
         elif self.alg.kl.coef > 0:  # β = 0 loads no reference model (the paper's setting)
             # kl.reference: the stage's input model, or the run's initial model (input `reference`)
             ref_source = str(model_dir(self.job, "reference")) if self.alg.kl.reference == "initial" else self.source
-            self.ref_model = AutoModelForCausalLM.from_pretrained(ref_source,
+            self.ref_model = AutoModelForCausalLM.from_pretrained(ref_source, attn_implementation=attn,
                                                                   dtype=TORCH_DTYPES[self.cfg.inference.dtype])
             self.ref_model.to(self.dist.device).eval().requires_grad_(False)
             ref_note = f"loaded (kl.coef > 0) from {ref_source} (kl.reference {self.alg.kl.reference})"

@@ -132,3 +132,65 @@ def test_packed_mask_and_output_mask_must_agree(model_dir):
     row, pos, ptgt, pmask = pack_flat(b, [0], "cpu")
     with pytest.raises(ValueError, match="packed mask marks 4 positions"):
         response_logprobs(load(model_dir), row, None, ptgt, pmask, TEMP, 4, position_ids=pos, out_mask=mask)
+
+
+def load_varlen(model_dir, checkpointing=False):
+    """The model as the trainer loads it: `rlspec_varlen` attention (runtime/grpo/attention.py)."""
+    from transformers import AutoModelForCausalLM
+
+    from rlspec.runtime.grpo import attention
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attention.register())
+    assert model.config._attn_implementation == attention.NAME
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+    return model
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_varlen_attention_matches_transformers_sdpa_in_both_layouts(model_dir, checkpointing):
+    """Per-sequence attention (the trainer's) gives transformers' masked SDPA numbers, padded and packed,
+    log-probs, entropy and every gradient (fp32, 1e-6); GQA included (the tiny models have 4 heads, 2 KV)."""
+    b = make_batch([5, 2, 7, 3], [9, 14, 1, 6], seed=5)
+    chunk = [0, 1, 2, 3]
+    ids, attn, tgt, mask = pack(b, chunk, "cpu")
+    reference = load(model_dir)  # transformers' own SDPA with its 4D mask
+    lp, ent = response_logprobs(reference, ids, attn, tgt, mask, TEMP, 4, entropy=True)
+    loss_of(lp, ent, mask).backward()
+    g_ref = grads(reference)
+    row, pos, ptgt, pmask = pack_flat(b, chunk, "cpu")
+    for layout in ("padded", "packed"):
+        model = load_varlen(model_dir, checkpointing)
+        if layout == "padded":
+            out = response_logprobs(model, ids, attn, tgt, mask, TEMP, 4, entropy=True)
+        else:
+            out = response_logprobs(model, row, None, ptgt, pmask, TEMP, 4, entropy=True, position_ids=pos,
+                                    out_mask=mask)
+        loss_of(*out, mask).backward()
+        torch.testing.assert_close(out[0], lp, rtol=1e-6, atol=1e-6, msg=layout)
+        torch.testing.assert_close(out[1], ent, rtol=1e-6, atol=1e-6, msg=layout)
+        g = grads(model)
+        assert g.keys() == g_ref.keys()
+        for name in g_ref:
+            torch.testing.assert_close(g[name], g_ref[name], rtol=1e-6, atol=1e-6, msg=f"{layout} {name}")
+    # running positions make the whole row one sequence: later sequences see earlier ones, and differ
+    running = torch.arange(row.shape[1])[None]
+    leak, _ = response_logprobs(load_varlen(model_dir), row, None, ptgt, pmask, TEMP, 4, position_ids=running,
+                                out_mask=mask, grad=False)
+    assert (leak - lp).abs().max() > 1e-3
+
+
+def test_varlen_attention_refuses_masks_it_cannot_serve(model_dir):
+    """Left padding (or holes) is not a right-padded prefix: refused, not silently attended."""
+    b = make_batch([3, 3], [4, 2])
+    ids, attn, tgt, mask = pack(b, [0, 1], "cpu")
+    left = attn.flip(-1)
+    with pytest.raises(ValueError, match="right-padded"):
+        response_logprobs(load_varlen(model_dir), ids, left, tgt, mask, TEMP, 4, grad=False)
+
+
+def test_varlen_segments_from_positions():
+    from rlspec.runtime.grpo.attention import segments_from_positions
+    assert segments_from_positions(torch.tensor([[0, 1, 2, 0, 1, 0]])) == [(0, 3), (3, 5), (5, 6)]
+    with pytest.raises(ValueError, match="position 0"):
+        segments_from_positions(torch.tensor([[1, 2, 0]]))
