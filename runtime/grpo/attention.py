@@ -8,8 +8,8 @@ Inputs come in two layouts:
 - padded: rows right-padded, with a 2D attention mask; each row's unpadded prefix is one segment
   (padding positions get zeros: with right padding no real token attends to them, so they never
   reach a real token's output).
-Every segment goes through `torch.nn.functional.scaled_dot_product_attention(is_causal=True)` on its
-own keys and values.
+Every segment goes through `torch.nn.functional.scaled_dot_product_attention(is_causal=True,
+enable_gqa=...)` on its own keys and values (grouped-query heads are never expanded).
 
 Why: transformers' SDPA path turns either layout into a dense (length x length) mask, so the fused
 kernels that need `is_causal` and no mask (flash attention on GPU, the flash CPU kernel here) are not
@@ -56,12 +56,10 @@ def _prefix_lengths(mask: torch.Tensor) -> list[int]:
     return lengths.tolist()
 
 
-def _causal(module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None) -> torch.Tensor:
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:  # grouped-query attention: each KV head serves `groups` query heads
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
+def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    # grouped-query attention natively (`enable_gqa`, flash kernels included): K and V are never
+    # expanded to all query heads, so the backward keeps them at the KV heads' size
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=k.shape[1] != q.shape[1])
 
 
 def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -82,7 +80,7 @@ def varlen_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     else:
         spans = [(row, 0, n) for row, n in enumerate(_prefix_lengths(attention_mask[:, -length:])) if n]
     for row, s, e in spans:
-        out[row:row + 1, :, s:e] = _causal(module, query[row:row + 1, :, s:e], key[row:row + 1, :, s:e],
+        out[row:row + 1, :, s:e] = _causal(query[row:row + 1, :, s:e], key[row:row + 1, :, s:e],
                                            value[row:row + 1, :, s:e], scaling)
     return out.transpose(1, 2).contiguous(), None
 
