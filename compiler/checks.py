@@ -513,8 +513,13 @@ def _problems(est) -> str:
 def _engine_note(est) -> str:
     if est.sleep_frees is None:
         return ""
-    return (f" (the vLLM engine keeps its share, weights and KV cache, for the whole job; sleep mode, which the "
-            f"trainer does not use yet, would free {est.sleep_frees:.1f} GiB of it while training)")
+    if est.sleep_mode:
+        phases = est.details["sleep_mode"]
+        other = "training" if phases["peak_phase"] == "generation" else "generation"
+        return (f" (the {phases['peak_phase']} phase: rollout.sleep_mode frees {est.sleep_frees:.1f} GiB of the "
+                f"engine while training; the {other} phase takes {phases[other + '_gib']:.1f} GiB)")
+    return (f" (the rollout engine keeps its memory for the whole job: rollout.sleep_mode: false; with sleep mode it "
+            f"frees {est.sleep_frees:.1f} GiB while training, {est.with_sleep_mode:.1f} GiB per GPU in all)")
 
 
 @rule

@@ -167,6 +167,50 @@ def ranks_fit_the_gpus(spec: Spec):
 
 
 @rule
+def colocated_tensor_parallel_groups_fit_a_node(spec: Spec):
+    """A train stage's vLLM engine joins the training world (vLLM's external launcher): TP groups of
+    `tensor_parallel_size` consecutive ranks, each group one engine. A group must be whole ranks of one
+    node: TP exchanges activations at every layer, and torchrun numbers a node's ranks consecutively.
+    (The hf engine ignores `rollout.vllm`.) Located at the stage's path; `validate` moves it to the
+    top-level `rollout` when the stage inherits it."""
+    train = spec.resources.train
+    per_node = train.ranks_per_node or max(train.gpus, 1)
+    split = [(i, stage, stage.rollout.vllm.tensor_parallel_size) for i, stage in enumerate(spec.stages)
+             if stage.rollout.engine == "vllm" and per_node % stage.rollout.vllm.tensor_parallel_size]
+    for i, stage, tp in split:
+        # the stages that inherit one top-level value share one message, so the line that sets it is
+        # reported once, naming them all
+        same = [s.name for _, s, n in split if n == tp == spec.rollout.vllm.tensor_parallel_size] or [stage.name]
+        named = (f"engine of stage {same[0]!r}" if len(same) == 1 else
+                 "engines of stages " + ", ".join(map(repr, same)))
+        fits = [d for d in range(1, per_node + 1) if per_node % d == 0]
+        yield Issue(("stages", i, "rollout", "vllm", "tensor_parallel_size"),
+                    f"tensor_parallel_size {tp} in the colocated rollout {named}, with {per_node} training "
+                    f"rank{'s' if per_node > 1 else ''} per node: the engine is split over TP groups of {tp} "
+                    "consecutive training ranks, and a group must be whole ranks of one node (every layer "
+                    f"exchanges activations within the group); set it to one of {fits}")
+
+
+@rule
+def sleep_mode_needs_a_gpu_with_vllm(spec: Spec):
+    """vLLM's sleep mode allocates through CUDA's virtual memory API (its cumem allocator): vLLM
+    refuses `enable_sleep_mode` on CPU. The hf engine drops its weights copy on any device."""
+    if spec.resources.train.gpus > 0:
+        return
+    asleep = [(i, stage) for i, stage in enumerate(spec.stages)
+              if stage.rollout.engine == "vllm" and stage.rollout.sleep_mode]
+    inherited = [stage.name for _, stage in asleep] if spec.rollout.sleep_mode else []
+    for i, stage in asleep:
+        if inherited and stage.name != inherited[0] and stage.name in inherited:
+            continue  # one message at the top-level line the stages inherit, naming them all
+        named = ", ".join(map(repr, inherited)) if inherited and stage.name == inherited[0] else repr(stage.name)
+        yield Issue(("stages", i, "rollout", "sleep_mode"), f"sleep_mode: true with the vLLM engine of stage"
+                    f"{'s' if ', ' in named else ''} {named} on a CPU train job (resources.train.gpus: 0): vLLM's "
+                    "sleep mode frees GPU memory through CUDA and vLLM refuses it on CPU; set sleep_mode: false "
+                    "(or null: on only where the train job has GPUs), or rollout.engine: hf")
+
+
+@rule
 def slurm_extra_leaves_the_task_layout_alone(spec: Spec):
     """A multi-node train job's task layout is rlspec's: one task per node, GPUs per node in --gres."""
     train = spec.resources.train

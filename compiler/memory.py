@@ -249,8 +249,10 @@ class Estimate:
     parts: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
     offloaded: dict[str, float] = field(default_factory=dict)  # GiB per rank moved to host memory
-    sleep_frees: float | None = None  # what vLLM's sleep mode (level 1) would free during training
+    sleep_frees: float | None = None  # what the engine's sleep mode frees during training (train jobs)
     problems: tuple[str, ...] = ()  # reasons it cannot start even when the total fits
+    sleep_mode: bool = False  # the total is the peak of a job whose engine sleeps while it trains
+    with_sleep_mode: float | None = None  # the total with sleep mode on (train jobs)
 
     @property
     def total(self) -> float:
@@ -267,8 +269,9 @@ class Estimate:
         if self.offloaded:
             out["offloaded_to_host_gib"] = {k: _r(v) for k, v in self.offloaded.items()}
         if self.sleep_frees is not None:
+            out["sleep_mode"] = self.sleep_mode
             out["sleep_mode_would_free_gib"] = _r(self.sleep_frees)
-            out["per_gpu_with_sleep_mode_gib"] = _r(self.total - self.sleep_frees)
+            out["per_gpu_with_sleep_mode_gib"] = _r(self.total if self.with_sleep_mode is None else self.with_sleep_mode)
         return out
 
 
@@ -339,6 +342,7 @@ class TrainInputs:
     offload_params: bool
     ranks: int
     lora: LoraShape | None = None  # `model.lora` (None: every weight trains)
+    sleep_mode: bool = False  # `rollout.sleep_mode`: the engine frees its weights (and KV cache) while training
 
 
 def _bytes_to_gib(n: float) -> float:
@@ -435,28 +439,53 @@ def train_estimate(t: TrainInputs) -> Estimate:
     states, offloaded = _model_states(t)
     saved, act_details = _activations(t)
     transient, transient_details = _transient(t)
-    parts = {"cuda_context": CUDA_CONTEXT_GIB, **_colocated_engine(engine, e), **states, **saved,
-             "transient": transient}
+    resident = _colocated_engine(engine, e)["rollout_engine"]
+    # what sleep mode frees while training: vLLM's weights and KV cache (level 2; its profiling
+    # reserve and CUDA graphs stay), the hf engine's weights copy
+    frees = engine_details["weights_gib"] + engine_details["kv_cache_gib"] if e.engine == "vllm" else resident
+    parts = {"cuda_context": CUDA_CONTEXT_GIB, "rollout_engine": resident, **states, **saved, "transient": transient}
     if t.reference_model:  # full copy in the job's dtype on every GPU (trainer: `.to(device)`)
         parts["reference_model"] = _bytes_to_gib(s.params * DTYPE_BYTES[e.dtype])
     details = {"rollout": engine_details, **act_details, **transient_details, "params": s.params,
                "trainable_params": s.params if t.lora is None else t.lora.params(s.layers), "model": s.source}
     if t.zero_stage == 3:
-        problems += _zero3_start(t, parts, details)
-    sleep = engine_details["weights_gib"] + engine_details["kv_cache_gib"] if e.engine == "vllm" else None
-    return Estimate(e.gpu_mem_gb, parts, details, offloaded, sleep, problems)
+        problems += _zero3_start(t, {**parts, "rollout_engine": resident}, details)
+    phases = _phases(parts, resident, frees)
+    peak = max(phases, key=lambda name: sum(phases[name].values()))
+    with_sleep = sum(phases[peak].values())
+    if t.sleep_mode:
+        details["sleep_mode"] = {"peak_phase": peak, "engine_asleep_gib": _r(resident - frees),
+                                 **{f"{name}_gib": _r(sum(p.values())) for name, p in phases.items()}}
+        return Estimate(e.gpu_mem_gb, phases[peak], details, offloaded, frees, problems, True, with_sleep)
+    return Estimate(e.gpu_mem_gb, parts, details, offloaded, frees, problems, False, with_sleep)
+
+
+def _phases(parts: dict[str, float], resident: float, frees: float) -> dict[str, dict[str, float]]:
+    """The parts of the two phases of a step whose engine sleeps while the trainer trains: generation
+    (the engine's whole share beside the model states, no activations) and training (what the engine
+    keeps asleep beside the activations and transients). The peak is the larger one."""
+    states = {k: v for k, v in parts.items() if k not in ("activations", "transient")}
+    return {"generation": states,
+            "training": {**parts, "rollout_engine": resident - frees}}
 
 
 def _zero3_start(t: TrainInputs, parts: dict[str, float], details: dict[str, Any]) -> tuple[str, ...]:
-    """DeepSpeed casts the model to 16 bits and moves all of it to each GPU before ZeRO-3 partitions it
-    (the trainer does not build it under `zero.Init`), after the engine has taken its share."""
-    full = _bytes_to_gib(t.engine.shape.params * DTYPE_BYTES[t.engine.dtype])
-    start = parts["cuda_context"] + parts["rollout_engine"] + parts.get("reference_model", 0.0) + full
+    """The start-up peak under ZeRO-3, after the engine has taken its share. Without LoRA the trainer
+    loads the policy under `deepspeed.zero.Init` (runtime/grpo/trainer.py `_partitioned_load`): each
+    parameter is partitioned as it is created, so a GPU holds its 1/N share plus the module being
+    built. With LoRA the model is loaded whole, and DeepSpeed casts it to 16 bits and moves all of it
+    to each GPU before partitioning it."""
+    s, b = t.engine.shape, DTYPE_BYTES[t.engine.dtype]
+    whole = t.lora is not None
+    model = _bytes_to_gib(s.params * b if whole else s.params * b / t.ranks + max(s.largest_module, 1) * b)
+    start = parts["cuda_context"] + parts["rollout_engine"] + parts.get("reference_model", 0.0) + model
     details["zero3_start_gib"] = _r(start)
     if start <= t.engine.gpu_mem_gb:
         return ()
-    return (f"at start-up DeepSpeed moves the whole 16-bit model ({_r(full)} GiB) to each GPU before ZeRO-3 "
-            f"partitions it: {_r(start)} GiB with the engine's share",)
+    how = ("DeepSpeed moves the whole 16-bit model ({} GiB) to each GPU before ZeRO-3 partitions it (LoRA: the "
+           "model is loaded whole)" if whole else "each GPU builds its ZeRO-3 share of the model plus one module "
+           "({} GiB)").format(_r(model))
+    return (f"at start-up {how}: {_r(start)} GiB with the engine's share",)
 
 
 def _colocated_engine(engine: dict[str, float], e: EngineInputs) -> dict[str, float]:
@@ -497,57 +526,52 @@ def _model_states(t: TrainInputs) -> tuple[dict[str, float], dict[str, float]]:
     return states, offloaded
 
 
-def layer_bytes_per_token(s: Shape, dtype: str, *, masked: bool) -> int:
-    """Bytes one decoder layer saves for its backward, per token, with SDPA/flash attention (no
-    (heads x seq x seq) scores are stored). Two RMSNorms: their fp32 upcast of the input and the
-    normalised tensor before and after the weight; attention: Q, K, V (expanded to all heads by
-    `repeat_kv` when a padding mask is passed), its output and the output projection's input;
-    SwiGLU: gate, SiLU(gate), up and their product."""
+def layer_bytes_per_token(s: Shape, dtype: str) -> int:
+    """Bytes one decoder layer saves for its backward, per token, with the trainer's attention
+    (`runtime/grpo/attention.py`: causal SDPA per sequence, no (heads x seq x seq) scores, K and V at
+    the KV heads' size in every layout). Two RMSNorms: their fp32 upcast of the input and the
+    normalised tensor before and after the weight; attention: Q, K, V, its output and the output
+    projection's input; SwiGLU: gate, SiLU(gate), up and their product."""
     b = DTYPE_BYTES[dtype]
     q = s.heads * s.head_dim
-    kv = q if masked else s.kv_heads * s.head_dim
+    kv = s.kv_heads * s.head_dim
     norms = 2 * (4 + 2 * b) * s.hidden
     return norms + b * (3 * q + 2 * kv) + 4 * b * s.intermediate
 
 
-def micro_batch_tokens(t: TrainInputs) -> tuple[int, bool, int]:
-    """The largest micro-batch: (tokens in its forward, whether HF builds an attention mask, mask
-    bytes). Without a budget: `micro_batch_size` padded sequences of max prompt + max response
-    tokens. With a budget B: at most B tokens (padded width x count, or the packed sum), never more
-    than the fixed count would hold. Padded: the mask is (count, 1, width, width) booleans, at most
-    B x seq bytes. Packed: one row of N tokens whose block-diagonal mask is N x N booleans with
-    SDPA (flash attention's varlen path needs none; the estimate assumes SDPA, the default)."""
+def micro_batch_tokens(t: TrainInputs) -> int:
+    """Tokens in the forward of the largest micro-batch. Without a budget: `micro_batch_size` padded
+    sequences of max prompt + max response tokens. With a budget B: at most B tokens (padded width x
+    count, or the packed sum), never more than the fixed count would hold. No attention mask is built
+    beyond the (count x width) padding booleans: the trainer's attention finds sequence boundaries
+    itself (runtime/grpo/attention.py), so packing costs no (N x N) mask either."""
     seq = t.engine.sequence_tokens
     tokens = t.micro_batch_size * seq
     if t.max_tokens_per_micro_batch is not None:
         tokens = max(seq, min(tokens, t.max_tokens_per_micro_batch))
-    if t.micro_batch_size == 1:  # one sequence needs no padding, so HF passes no mask
-        return tokens, False, 0
-    return tokens, True, tokens * tokens if t.packed else tokens * seq
+    return tokens
 
 
 def _activations(t: TrainInputs) -> tuple[dict[str, float], dict[str, Any]]:
     """Saved for the backward of the largest micro-batch (`micro_batch_tokens`): every layer's
     activations, or with gradient checkpointing only every layer's input; the final norm and the
-    response hidden states; the attention mask."""
+    response hidden states."""
     e, s = t.engine, t.engine.shape
     b = DTYPE_BYTES[e.dtype]
-    tokens, masked, mask_bytes = micro_batch_tokens(t)
-    per_layer = s.hidden * b if t.checkpointing else _layer_bytes(t, masked)
+    tokens = micro_batch_tokens(t)
+    per_layer = s.hidden * b if t.checkpointing else _layer_bytes(t)
     saved = {"activations": _bytes_to_gib(s.layers * tokens * per_layer + tokens * s.hidden * (4 + 3 * b))}
-    if masked:
-        saved["attention_mask"] = _bytes_to_gib(mask_bytes)
     details = {"micro_batch_tokens": tokens, "gradient_checkpointing": t.checkpointing,
                "packed": t.packed, "token_budget": t.max_tokens_per_micro_batch}
     return saved, details
 
 
-def _layer_bytes(t: TrainInputs, masked: bool) -> int:
+def _layer_bytes(t: TrainInputs) -> int:
     """One decoder layer's saved bytes per token, with the adapters' own (an upper bound under LoRA:
     a frozen, untargeted linear layer needs no saved input, which the full-fine-tuning count has)."""
     b = DTYPE_BYTES[t.engine.dtype]
     extra = t.lora.bytes_per_token(b) if t.lora is not None else 0
-    return layer_bytes_per_token(t.engine.shape, t.engine.dtype, masked=masked) + extra
+    return layer_bytes_per_token(t.engine.shape, t.engine.dtype) + extra
 
 
 def _transient(t: TrainInputs) -> tuple[float, dict[str, Any]]:
@@ -556,8 +580,8 @@ def _transient(t: TrainInputs) -> tuple[float, dict[str, Any]]:
     being recomputed, or (hf engine) the generation's KV cache and logits."""
     e, s = t.engine, t.engine.shape
     chunk = _bytes_to_gib(t.logprob_chunk_tokens * s.vocab * 4 * LOGIT_COPIES)
-    tokens, masked, _ = micro_batch_tokens(t)
-    recompute = _bytes_to_gib(tokens * _layer_bytes(t, masked)) if t.checkpointing else 0.0
+    tokens = micro_batch_tokens(t)
+    recompute = _bytes_to_gib(tokens * _layer_bytes(t)) if t.checkpointing else 0.0
     generation = sum(_hf_generation(e)) if e.engine == "hf" else 0.0
     # ZeRO-3 weight push (runtime/grpo/weightsync.py): one bucket gathered and its copy, at most
     # max(bucket, largest parameter) each; below ZeRO-3 the parameters go out as views
@@ -579,6 +603,12 @@ def _transient(t: TrainInputs) -> tuple[float, dict[str, Any]]:
 def checkpointing_on(stage: Stage, resources: JobResources) -> bool:
     """`algorithm.gradient_checkpointing`; null means on when the train job has GPUs."""
     flag = stage.algorithm.gradient_checkpointing
+    return resources.gpus > 0 if flag is None else flag
+
+
+def sleep_mode_on(stage: Stage, resources: JobResources) -> bool:
+    """`rollout.sleep_mode`; null means on when the train job has GPUs (the runtime: where CUDA is)."""
+    flag = stage.rollout.sleep_mode
     return resources.gpus > 0 if flag is None else flag
 
 
@@ -608,6 +638,7 @@ def stage_train(spec: Spec, stage: Stage, ranks: int, spec_dir: Path | None) -> 
     adapter_off = lora is not None and alg.kl.reference == "stage_input"
     engine = _engine_inputs(spec, stage.rollout, res, shape, stage.max_response_tokens)
     return TrainInputs(engine=engine, micro_batch_size=alg.micro_batch_size, checkpointing=checkpointing_on(stage, res),
+                       sleep_mode=sleep_mode_on(stage, res),
                        max_tokens_per_micro_batch=alg.max_tokens_per_micro_batch, packed=alg.pack_sequences,
                        logprob_chunk_tokens=alg.logprob_chunk_tokens, reference_model=alg.kl.coef > 0 and not adapter_off,
                        zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer,
@@ -831,6 +862,8 @@ def remedies(inputs: TrainInputs | EngineInputs) -> list[str]:
                       dataclasses.replace(t, offload_optimizer=True, zero_stage=max(t.zero_stage, 1))))
     if t.logprob_chunk_tokens > 256:
         found.append(("algorithm.logprob_chunk_tokens: 256", dataclasses.replace(t, logprob_chunk_tokens=256)))
+    if not t.sleep_mode:
+        found.append(("rollout.sleep_mode: true", dataclasses.replace(t, sleep_mode=True)))
     results = sorted(((train_estimate(changed), what) for what, changed in found), key=lambda r: r[0].total)
     rollout = train_estimate(t).details["rollout"]
     short = rollout["engine"] == "vllm" and rollout["kv_tokens"] < rollout["max_model_len"]

@@ -130,13 +130,19 @@ def test_model_states_by_zero_stage():
     assert (gib(fp32, "weights"), gib(fp32, "optimizer")) == (4 * p, 8 * p)  # no separate master copy
 
 
-def test_zero3_start_up_holds_the_whole_16_bit_model_beside_the_engine():
-    """DeepSpeed moves the full model to the GPU before ZeRO-3 partitions it, after vLLM took its share."""
+def test_zero3_start_up_builds_the_share_under_zero_init_or_the_whole_model_with_lora():
+    """Without LoRA the trainer loads the policy under zero.Init: a GPU builds its 1/N share plus the
+    module being built (the 409.6M-element embedding), after vLLM took its share. With LoRA the model is
+    loaded whole and DeepSpeed moves all of it to the GPU before ZeRO-3 partitions it."""
     est = memory.train_estimate(train(zero_stage=3, engine=engine(gpu_memory_utilization=0.98)))
-    start = memory.CUDA_CONTEXT_GIB + 0.98 * 80 + 2e9 / GIB
+    start = memory.CUDA_CONTEXT_GIB + 0.98 * 80 + (2e9 / 8 + 409_600_000 * 2) / GIB
     assert est.details["zero3_start_gib"] == round(start, 2) and start > 80
-    assert not est.fits and "moves the whole 16-bit model" in est.problems[0]
+    assert not est.fits and "builds its ZeRO-3 share of the model plus one module" in est.problems[0]
     assert memory.train_estimate(train(zero_stage=3)).fits
+    lora = memory.LoraShape(rank=16, dropout=False, modules=((4096, 4096),))
+    whole = memory.train_estimate(train(zero_stage=3, lora=lora, engine=engine(gpu_memory_utilization=0.98)))
+    assert whole.details["zero3_start_gib"] == round(memory.CUDA_CONTEXT_GIB + 0.98 * 80 + 2e9 / GIB, 2)
+    assert "moves the whole 16-bit model" in whole.problems[0]
     assert "zero3_start_gib" not in memory.train_estimate(train(zero_stage=2)).details
 
 
@@ -150,27 +156,24 @@ def test_offloaded_states_count_zero_and_say_where_they_went():
 
 
 def test_layer_activations_per_token():
-    """bf16, flash/SDPA (no heads x seq x seq scores): norms 2 x (4 + 2 x 2) x 4096, attention
-    2 x (3 x 4096 + 2 x 1024) (K and V at the 8 KV heads), SwiGLU 4 x 2 x 16384; with a padding mask
-    `repeat_kv` expands K and V to all 32 heads."""
-    assert memory.layer_bytes_per_token(SHAPE, "bfloat16", masked=False) == 65_536 + 28_672 + 131_072
-    assert memory.layer_bytes_per_token(SHAPE, "bfloat16", masked=True) == 65_536 + 40_960 + 131_072
+    """bf16, the trainer's per-sequence SDPA (no heads x seq x seq scores, grouped-query K and V never
+    expanded): norms 2 x (4 + 2 x 2) x 4096, attention 2 x (3 x 4096 + 2 x 1024) (K and V at the 8 KV
+    heads), SwiGLU 4 x 2 x 16384."""
+    assert memory.layer_bytes_per_token(SHAPE, "bfloat16") == 65_536 + 28_672 + 131_072
     # fp32: the norms' upcast is the input itself, everything else doubles
-    assert memory.layer_bytes_per_token(SHAPE, "float32", masked=False) == 2 * (4 + 8) * 4096 + 4 * 14_336 + 16 * 16384
+    assert memory.layer_bytes_per_token(SHAPE, "float32") == 2 * (4 + 8) * 4096 + 4 * 14_336 + 16 * 16384
 
 
 def test_activations_with_and_without_checkpointing():
     """2 padded sequences of 1000 tokens = 2000 tokens; final norm + response hidden states
-    2000 x 4096 x (4 + 3 x 2) either way; the padding mask 2 x 1000 x 1000 booleans."""
+    2000 x 4096 x (4 + 3 x 2) either way; no attention mask (the trainer's attention builds none)."""
     final = 2000 * 4096 * 10
     plain = memory.train_estimate(train(checkpointing=False)).parts
-    assert gib(plain, "activations") == pytest.approx(32 * 2000 * 237_568 + final)
-    assert gib(plain, "attention_mask") == pytest.approx(2 * 1000 * 1000)
+    assert gib(plain, "activations") == pytest.approx(32 * 2000 * 225_280 + final)
+    assert "attention_mask" not in plain
     ckpt = memory.train_estimate(train(checkpointing=True))
     assert gib(ckpt.parts, "activations") == pytest.approx(32 * 2000 * 4096 * 2 + final)  # each layer's input
-    assert ckpt.details["layer_recompute_gib"] == round(2000 * 237_568 / GIB, 2)
-    one = memory.train_estimate(train(micro_batch_size=1)).parts
-    assert "attention_mask" not in one  # one sequence is never padded, HF passes no mask
+    assert ckpt.details["layer_recompute_gib"] == round(2000 * 225_280 / GIB, 2)
 
 
 def test_transient_is_the_larger_of_logprob_chunk_and_layer_recompute():
@@ -178,9 +181,9 @@ def test_transient_is_the_larger_of_logprob_chunk_and_layer_recompute():
     ckpt = memory.train_estimate(train(checkpointing=True))
     assert gib(ckpt.parts, "transient") == pytest.approx(chunk)  # 2.05e9 > one layer's 0.48e9
     long = memory.train_estimate(train(checkpointing=True, engine=engine(sequence_tokens=8000)))
-    assert gib(long.parts, "transient") == pytest.approx(2 * 8000 * 237_568)
+    assert gib(long.parts, "transient") == pytest.approx(2 * 8000 * 225_280)
     small = memory.train_estimate(train(checkpointing=True, logprob_chunk_tokens=128))
-    assert gib(small.parts, "transient") == pytest.approx(2000 * 237_568)
+    assert gib(small.parts, "transient") == pytest.approx(2000 * 225_280)
 
 
 def test_reference_model_is_a_full_copy_in_the_dtype():
@@ -217,19 +220,43 @@ def test_vllm_that_cannot_hold_one_sequence_does_not_fit():
     assert "no room for a KV cache" in none.problems[0]
 
 
-def test_sleep_mode_would_free_weights_and_kv_cache():
-    est = memory.train_estimate(train())
-    rollout = est.details["rollout"]
-    assert est.sleep_frees == rollout["weights_gib"] + rollout["kv_cache_gib"]
-    assert est.as_json()["per_gpu_with_sleep_mode_gib"] == round(est.total - est.sleep_frees, 2)
+def test_sleep_mode_frees_weights_and_kv_cache_while_training():
+    """Asleep, the peak is the larger phase: generation (the engine's whole share beside the model
+    states) or training (its profiling reserve beside activations and transients)."""
+    awake = memory.train_estimate(train())
+    rollout = awake.details["rollout"]
+    assert awake.sleep_frees == rollout["weights_gib"] + rollout["kv_cache_gib"] and not awake.sleep_mode
+    asleep = memory.train_estimate(train(sleep_mode=True))
+    assert asleep.sleep_mode and asleep.total == pytest.approx(awake.with_sleep_mode)
+    states = sum(v for k, v in awake.parts.items() if k not in ("rollout_engine", "activations", "transient"))
+    generation = states + awake.parts["rollout_engine"]
+    training = states + awake.parts["rollout_engine"] - awake.sleep_frees + awake.parts["activations"] + \
+        awake.parts["transient"]
+    assert asleep.total == pytest.approx(max(generation, training)) and asleep.total < awake.total
+    assert asleep.details["sleep_mode"]["peak_phase"] == ("generation" if generation > training else "training")
+    assert awake.as_json()["per_gpu_with_sleep_mode_gib"] == round(asleep.total, 2)
+    # long sequences without checkpointing: training is the larger phase, and sleep mode takes all of
+    # the engine's weights + KV cache out of it
+    long = train(sleep_mode=True, checkpointing=False, micro_batch_size=8)
+    est = memory.train_estimate(long)
+    assert est.details["sleep_mode"]["peak_phase"] == "training"
+    assert est.parts["rollout_engine"] == pytest.approx(awake.parts["rollout_engine"] - awake.sleep_frees)
+    assert memory.train_estimate(dataclasses.replace(long, sleep_mode=False)).total == pytest.approx(
+        est.total + est.sleep_frees)
 
 
 def test_hf_engine_keeps_a_weights_copy_and_generates_in_the_transient():
     est = memory.train_estimate(train(engine=engine(engine="hf", hf_batch_size=64, sequence_tokens=8000),
                                       checkpointing=True))
-    assert gib(est.parts, "rollout_engine") == 2e9 and est.sleep_frees is None
+    assert gib(est.parts, "rollout_engine") == 2e9 and est.sleep_frees == pytest.approx(2e9 / GIB)
+    # asleep, the weights copy is freed while training
+    assert gib(memory.train_estimate(train(engine=est_engine_hf(), sleep_mode=True)).parts, "rollout_engine") == 0
     generation = 64 * 8000 * 131_072 + 64 * 100_000 * 8
     assert gib(est.parts, "transient") == pytest.approx(generation)
+
+
+def est_engine_hf():
+    return engine(engine="hf", hf_batch_size=64, sequence_tokens=8000)
 
 
 def test_remedies_say_what_each_change_gives():
@@ -251,7 +278,7 @@ def test_remedies_say_what_each_change_gives():
 
 def test_a_token_budget_bounds_the_largest_micro_batch():
     """`max_tokens_per_micro_batch` of one full-length sequence: activations as with one sequence per
-    micro-batch, though 8 short ones may share it; the padded mask is at most budget x seq bytes."""
+    micro-batch, though 8 short ones may share it."""
     seq = engine().sequence_tokens
     eight = train(micro_batch_size=8)
     budget = train(micro_batch_size=8, max_tokens_per_micro_batch=seq)
@@ -259,20 +286,19 @@ def test_a_token_budget_bounds_the_largest_micro_batch():
     act = {k: memory.train_estimate(t).details["micro_batch_tokens"] for k, t in
            (("eight", eight), ("budget", budget), ("one", one))}
     assert act == {"eight": 8 * seq, "budget": seq, "one": seq}
-    assert gib(memory.train_estimate(budget).parts, "attention_mask") == seq * seq
-    assert "attention_mask" not in memory.train_estimate(one).parts
     # a budget above the fixed count's tokens changes nothing
-    assert memory.micro_batch_tokens(train(micro_batch_size=2, max_tokens_per_micro_batch=10 * seq))[0] == 2 * seq
+    assert memory.micro_batch_tokens(train(micro_batch_size=2, max_tokens_per_micro_batch=10 * seq)) == 2 * seq
     lines = memory.remedies(eight)
     assert any(line.startswith(f"algorithm.max_tokens_per_micro_batch: {seq} -> ") for line in lines)
 
 
-def test_packing_counts_its_block_diagonal_mask():
+def test_packing_costs_no_mask():
+    """A packed row of 2 sequences: its tokens, and no (N x N) block-diagonal mask (the trainer's
+    attention reads the boundaries from the position ids)."""
     seq = engine().sequence_tokens
     packed = train(micro_batch_size=8, max_tokens_per_micro_batch=2 * seq, packed=True)
-    tokens, masked, mask_bytes = memory.micro_batch_tokens(packed)
-    assert (tokens, masked, mask_bytes) == (2 * seq, True, (2 * seq) ** 2)
-    assert gib(memory.train_estimate(packed).parts, "attention_mask") == (2 * seq) ** 2
+    assert memory.micro_batch_tokens(packed) == 2 * seq
+    assert "attention_mask" not in memory.train_estimate(packed).parts
 
 
 # ------------------------------------------------------------------------------------------ check and plan
@@ -303,22 +329,25 @@ resources:
     # the parts, ZeRO-0's full optimizer states first, and what to change
     for part in ("optimizer 85.1", "gradients 14.2", "weights 14.2", "rollout_engine 56.0"):
         assert part in msg
-    assert "sleep mode" in msg and "offload_optimizer: true (with zero_stage: 1) -> " in msg
+    # sleep mode is on (GPUs): the peak is generation, with the engine awake beside ZeRO-0's states
+    assert "(the generation phase: rollout.sleep_mode frees " in msg
+    assert "offload_optimizer: true (with zero_stage: 1) -> " in msg
 
 
 def test_check_accepts_the_shipped_7b_and_14b_specs():
     """The shipped specs fit 80 GB GPUs by the estimate (7B at one sequence per micro-batch; 14B also
-    with vLLM at 0.6 and max_context 34816): `check` must not refuse what we ship."""
+    with max_context 34816, vLLM at the 7B spec's 0.7): `check` must not refuse what we ship."""
     check_file(SEVEN_B)
     check_file(SEVEN_B.parent / "acereason-nemotron-14b.yaml")
 
 
 def test_estimate_near_the_limit_is_a_warning(write_spec):
+    # sleep mode off: the engine's share stays beside the 32K stages' activations (75.8 GiB)
     ok, errors = checked(write_spec, f"extends: {SEVEN_B}\nalgorithm:\n  micro_batch_size: 1\n"
-                                     "resources:\n  train: {gpu_mem_gb: 78}\n")
+                                     "rollout:\n  sleep_mode: false\nresources:\n  train: {gpu_mem_gb: 78}\n")
     assert errors == []
     near = [w for w in ok.warnings if "within 5% of resources.train.gpu_mem_gb (78)" in w.message]
-    assert [w.path for w in near] == [("stages", 4), ("stages", 5)]  # the 32K stages: 75.8 GiB
+    assert [w.path for w in near] == [("stages", 4), ("stages", 5)]
     assert "fragmentation" in near[0].message
 
 
@@ -362,12 +391,20 @@ def test_plan_json_has_memory_per_gpu_job(write_spec, tmp_path):
     by_label = {j["label"]: j for j in data["jobs"]}
     mem = by_label["train math-32k"]["memory"]
     assert mem["estimated"] and mem["fits"] and mem["gpu_mem_gb"] == 80
+    # on GPUs sleep mode is on by default: the peak is the larger phase, here generation (no activations)
+    assert mem["sleep_mode"] and mem["details"]["sleep_mode"]["peak_phase"] == "generation"
     assert set(mem["parts_gib"]) == {"cuda_context", "rollout_engine", "weights", "gradients", "optimizer",
-                                     "zero_buffers", "activations", "transient"}
+                                     "zero_buffers"}
+    assert mem["details"]["sleep_mode"]["training_gib"] < mem["per_gpu_gib"]
+    assert mem["per_gpu_with_sleep_mode_gib"] == mem["per_gpu_gib"]
     assert mem["per_gpu_gib"] == round(sum(mem["parts_gib"].values()), 2) or \
         abs(mem["per_gpu_gib"] - sum(mem["parts_gib"].values())) < 0.05
     assert mem["details"]["gradient_checkpointing"] is True and mem["details"]["micro_batch_tokens"] == 34816
-    assert mem["per_gpu_with_sleep_mode_gib"] < mem["per_gpu_gib"] - 50
+    off = check_file(write_spec(f"extends: {SEVEN_B}\nalgorithm:\n  micro_batch_size: 1\nrollout:\n  sleep_mode: false\n"))
+    off_data = plan_data(build_plan(off.cells, path.parent), path.parent)
+    off_mem = {j["label"]: j for j in off_data["jobs"]}["train math-32k"]["memory"]
+    assert "activations" in off_mem["parts_gib"] and not off_mem["sleep_mode"]
+    assert off_mem["per_gpu_with_sleep_mode_gib"] == mem["per_gpu_gib"] < off_mem["per_gpu_gib"]
     assert by_label["filter before math-24k"]["memory"]["details"]["engine"] == "vllm"
     assert by_label["bench aime24 @ initial"]["memory"]["fits"]
     assert by_label["report"]["memory"] is None and by_label["curate math"]["memory"] is None
@@ -412,8 +449,8 @@ def test_lora_adds_its_saved_activations_and_one_merged_weight_to_the_push():
     assert lora.bytes_per_token(2) == 2 * 16 * 2
     assert memory.LoraShape(16, True, lora.modules).bytes_per_token(2) == 2 * 16 * 2 + 2 * 4096 * 3
     t = train(micro_batch_size=1, lora=lora)
-    base = memory.layer_bytes_per_token(SHAPE, "bfloat16", masked=False)
-    tokens = memory.micro_batch_tokens(t)[0]
+    base = memory.layer_bytes_per_token(SHAPE, "bfloat16")
+    tokens = memory.micro_batch_tokens(t)
     expected = SHAPE.layers * tokens * (base + 64) + tokens * SHAPE.hidden * (4 + 3 * 2)
     assert gib(memory.train_estimate(t).parts, "activations") == pytest.approx(expected)
     assert memory.train_estimate(t).details["weight_sync_gib"] == round(4096 * 4096 * 10 / GIB, 2)

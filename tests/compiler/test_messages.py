@@ -52,7 +52,7 @@ def test_close_typo_gets_a_guess(write_spec, capsys):
 def test_unrelated_key_gets_no_guess_but_the_valid_keys(write_spec, capsys):
     msg = one(write_spec, capsys, MINI + "rollout:\n  tp: 2\n", "rollout.tp")
     assert "did you mean" not in msg  # 'tp' shares letters with 'top_p' but is not a typo of it
-    assert "valid keys here: engine, hf, max_prompt_tokens, stop, temperature, top_k, top_p, vllm" in msg
+    assert "valid keys here: engine, hf, max_prompt_tokens, sleep_mode, stop, temperature, top_k, top_p, vllm" in msg
 
 
 def test_key_of_another_block_says_where_it_belongs(write_spec, capsys):
