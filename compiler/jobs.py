@@ -339,6 +339,8 @@ class TrainJob(JobModel):
     sampling: TrainSampling
     algorithm: Algorithm
     inference: Inference
+    sleep_mode: bool | None
+    """`rollout.sleep_mode`: the engine sleeps while the trainer trains; null = on where CUDA is."""
     grading: Grading
     deepspeed: DeepSpeedSettings
     ranks: int

@@ -327,6 +327,7 @@ class _CellBuilder:
                           max_response_tokens=stage.max_response_tokens,
                           sampling=TrainSampling(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=r.stop),
                           algorithm=stage.algorithm, inference=self.train_inference(stage),
+                          sleep_mode=stage.rollout.sleep_mode,
                           grading=self.grading(self.stage_domains(stage)),
                           deepspeed=self.res.deepspeed, ranks=train_ranks(self.spec), seed=self.spec.seed,
                           dataset_weights=stage.dataset_weights,

@@ -820,6 +820,13 @@ class Rollout(Model):
     (`benchmarks.<b>.sampling.stop`)."""
     vllm: VllmSettings = VllmSettings()
     hf: HfSettings = HfSettings()
+    sleep_mode: bool | None = None
+    """Free the train job's rollout engine while the trainer trains: after each step's generation
+    vLLM's sleep mode (level 2) drops its weights and KV cache, and the engine wakes for the weight
+    push (weights first, then the KV cache); the hf engine drops its copy of the weights the same way.
+    The training phase then has the GPU memory the engine held (`rlspec plan`: "with sleep mode").
+    null = on when the train job runs on GPUs. vLLM has no sleep mode on CPU: `check` refuses `true`
+    for a CPU train job with the vLLM engine."""
 
 
 # --------------------------------------------------------------------------------------------
