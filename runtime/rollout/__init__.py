@@ -31,11 +31,16 @@ __all__ = [
 
 
 def make_engine(model_path: str | Path, settings: EngineSettings, *, dtype: str, seed: int,
-                max_model_len: int) -> Engine:
+                max_model_len: int, train_world: tuple[int, int] | None = None, sleep_mode: bool = False) -> Engine:
     """Build the engine `settings.engine` names over the HF model folder `model_path` (imports vLLM
-    only if asked)."""
+    only if asked). `train_world` = (ranks, tensor parallel size): a vLLM engine colocated with a
+    training world of more than one rank joins it (vLLM's external launcher, `vllm_engine.TrainWorld`);
+    the transformers engine runs on the rank's own device anyway. `sleep_mode`: vLLM allocates so that
+    `sleep` can free it (the hf engine can always sleep)."""
     if settings.engine == "vllm":
-        from .vllm_engine import VllmEngine as cls
-    else:
-        from .hf_engine import HfEngine as cls
-    return cls(str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len, settings=settings)
+        from .vllm_engine import TrainWorld, VllmEngine
+        world = TrainWorld(*train_world) if train_world is not None else None
+        return VllmEngine(str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len, settings=settings,
+                          train_world=world, sleep_mode=sleep_mode)
+    from .hf_engine import HfEngine
+    return HfEngine(str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len, settings=settings)

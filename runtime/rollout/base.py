@@ -146,6 +146,51 @@ class Engine(abc.ABC):
         self.tokenizer = tokenizer
         self.settings = settings
         self.max_model_len = max_model_len
+        self.asleep: set[str] = set()  # what `sleep` freed and `wake_up` has not brought back
+        self.weights_stale = False  # woken weights hold no values until a push sends every one
+
+    # ---------------------------------------------------------------------------- sleep mode
+
+    def sleep(self) -> None:
+        """Free the engine's weights and KV cache (`rollout.sleep_mode`, between a step's generation
+        and its weight push). The weights are discarded, not saved: after `wake_up(["weights"])` the
+        next `push_weights` must send every one of them, and nothing may generate before it has."""
+        if self.asleep:
+            raise RuntimeError(f"{self.name} engine: sleep() while already asleep ({sorted(self.asleep)})")
+        self._sleep()
+        self.asleep = {"weights", "kv_cache"}
+
+    def wake_up(self, tags: Sequence[str]) -> None:
+        """Reallocate what `tags` ("weights", "kv_cache") name: the weights first (then push them),
+        the KV cache after the push, so the two never need their memory at once."""
+        unknown = set(tags) - {"weights", "kv_cache"}
+        if unknown:
+            raise ValueError(f"wake_up: unknown tags {sorted(unknown)}")
+        tags = [t for t in ("weights", "kv_cache") if t in tags and t in self.asleep]
+        if tags:
+            self._wake(tags)
+        self.asleep -= set(tags)
+        if "weights" in tags:
+            self.weights_stale = True
+
+    def _sleep(self) -> None:
+        raise NotImplementedError(f"the {self.name} engine has no sleep mode")
+
+    def _wake(self, tags: list[str]) -> None:
+        raise NotImplementedError(f"the {self.name} engine has no sleep mode")
+
+    def _check_pushable(self) -> None:
+        if "weights" in self.asleep:
+            raise RuntimeError(f"{self.name} engine: push_weights while its weights are asleep; wake_up(['weights']) first")
+
+    def _pushed(self, names: set[str], expected: set[str] | None) -> None:
+        """After a push: woken weights are valid once every one was sent (`expected`: the engine's own
+        parameter names, None where the engine cannot list them)."""
+        if self.weights_stale and expected is not None and not expected <= names:
+            missing = sorted(expected - names)
+            raise RuntimeError(f"{self.name} engine: the push after wake_up left {len(missing)} woken weights without "
+                               f"values ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+        self.weights_stale = False
 
     def encode(self, prompts: Sequence[str | Sequence[int]], max_tokens: int,
                indices: Sequence[int] | None = None) -> list[list[int]]:
@@ -169,6 +214,10 @@ class Engine(abc.ABC):
         seeded call gives prompt g the seed `seed + g * n` and its sample j `seed + g * n + j`: a
         prompt's samples then do not depend on which call, shard or replica it was in. None = the
         prompts' positions in this call (0, 1, ...)."""
+        if self.asleep or self.weights_stale:
+            what = sorted(self.asleep) if self.asleep else "woken weights not pushed yet"
+            raise RuntimeError(f"{self.name} engine: generate while asleep ({what}): wake_up(['weights']), "
+                               "push_weights, then wake_up(['kv_cache'])")
         start = time.perf_counter()
         indices = list(range(len(prompts))) if indices is None else [int(g) for g in indices]
         if len(indices) != len(prompts):
@@ -201,6 +250,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Free the engine's memory; the engine is unusable afterwards."""
+
+    @abc.abstractmethod
+    def placement(self) -> dict:
+        """Where the engine runs: at least `device` ("cpu", "cuda:3"), as the engine itself reports it."""
 
     def __enter__(self):
         return self

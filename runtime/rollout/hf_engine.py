@@ -178,16 +178,37 @@ class HfEngine(Engine):
     def push_weights(self, named_tensors) -> dict:
         """Copy new weights into the engine's model, one tensor at a time as they arrive (a subset
         is fine; unknown names are an error)."""
+        self._check_pushable()
         start = time.perf_counter()
         own = self.model.state_dict()  # views of the model's storage (tied weights share one)
-        count = 0
+        names: set[str] = set()
         with torch.no_grad():
             for name, tensor in named_tensor_iter(named_tensors):
                 if name not in own:
                     raise KeyError(f"push_weights: a name the model does not have: {name!r}")
                 own[name].copy_(tensor)
-                count += 1
-        return {"tensors": count, "seconds": time.perf_counter() - start}
+                names.add(name)
+        self._pushed(names, {n for n, _ in self.model.named_parameters()})
+        return {"tensors": len(names), "seconds": time.perf_counter() - start}
+
+    def _sleep(self) -> None:
+        """Sleep mode: every parameter's storage is released (an empty tensor of its dtype and device
+        in its place); buffers (rotary tables) stay. The shapes are kept for `_wake`."""
+        self._shapes = {}
+        for name, p in self.model.named_parameters():
+            self._shapes[name] = p.shape
+            p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _wake(self, tags: list[str]) -> None:
+        if "weights" in tags:  # uninitialised storage: the push that follows writes every value
+            for name, p in self.model.named_parameters():
+                p.data = torch.empty(self._shapes[name], dtype=p.dtype, device=p.device)
+        # "kv_cache": generate allocates its cache per call, so there is nothing to bring back
+
+    def placement(self) -> dict:
+        return {"device": str(next(self.model.parameters()).device)}
 
     def close(self) -> None:
         self.model = None

@@ -21,6 +21,19 @@ How (facts measured on this machine, shared/platform/vllm-cpu.md):
 - The KV cache is always sized explicitly on CPU: vLLM's default takes ~90% of RAM.
 - Seeds: the prompt of global index g gets `seed + g * n` (vLLM seeds its n samples `+ j`), so an
   inference job's samples do not depend on how its prompts were split over replicas.
+- Colocated with a training world (`TrainWorld`: the train job's ranks, `torch.distributed` already
+  initialised by DeepSpeed): vLLM's external launcher (`distributed_executor_backend=
+  "external_launcher"`) builds the engine inside that world, so each rank's engine runs in the rank's
+  own process on its own device (`LOCAL_RANK`), and `tensor_parallel_size` t carves TP groups of t
+  consecutive ranks from the world (`data_parallel_size` = world / t engines). The ranks of a TP group
+  must make the same calls with the same prompts (the trainer generates for the whole group). Without
+  it, every rank's uni-process executor would take device 0 of the node. `placement()` reports where
+  the engine's worker runs (rank, local rank, device, TP and DP rank), read from the worker itself.
+- Sleep mode (`rollout.sleep_mode`, GPU only): `enable_sleep_mode=True`; after a step's generation
+  `sleep(level=2)` discards weights and KV cache, the trainer trains in that memory, then
+  `wake_up(["weights"])`, the weight push, `wake_up(["kv_cache"])` (vLLM's own order for RL weight
+  updates, so weights and cache never need their memory at once beside the trainer's cached blocks,
+  which `torch.cuda.empty_cache()` returns first).
 - An inference replica larger than a node (`MultiNode`: e.g. TP 8 x PP 2 on two 8-GPU nodes) runs
   vLLM's multi-node `mp` executor: node rank 0 builds the `LLM` (`nnodes`, `node_rank`,
   `master_addr`, `master_port`, `distributed_executor_backend="mp"`), the other nodes run the same
@@ -53,6 +66,20 @@ class MultiNode:
     master_port: int
 
 
+@dataclass(frozen=True)
+class TrainWorld:
+    """The train job's `torch.distributed` world (`world` ranks) the colocated engine joins through
+    vLLM's external launcher, in TP groups of `tensor_parallel_size` consecutive ranks."""
+
+    world: int
+    tensor_parallel_size: int
+
+    def __post_init__(self) -> None:
+        if self.world % self.tensor_parallel_size:
+            raise ValueError(f"rollout.vllm.tensor_parallel_size {self.tensor_parallel_size} does not divide the "
+                             f"{self.world} training ranks")
+
+
 def _on_cpu() -> bool:
     import torch
 
@@ -65,17 +92,20 @@ class VllmEngine(Engine):
     name = "vllm"
 
     def __init__(self, model_path, *, dtype: str, seed: int, max_model_len: int, settings: EngineSettings,
-                 multinode: MultiNode | None = None):
+                 multinode: MultiNode | None = None, train_world: TrainWorld | None = None, sleep_mode: bool = False):
         from transformers import AutoTokenizer
 
         super().__init__(model_path, AutoTokenizer.from_pretrained(model_path), settings, max_model_len)
         v = settings.vllm
         os.environ.setdefault(IN_PROCESS_ENV, "0")
-        self.in_process = (os.environ[IN_PROCESS_ENV] == "0" and v.tensor_parallel_size == 1
-                           and v.pipeline_parallel_size == 1 and multinode is None)
+        # the external launcher always runs the engine in this process (vLLM sets the variable to 0)
+        self.in_process = train_world is not None or (os.environ[IN_PROCESS_ENV] == "0" and v.tensor_parallel_size == 1
+                                                      and v.pipeline_parallel_size == 1 and multinode is None)
         self.rng = RngStream(seed)
         kwargs = llm_kwargs(model_path, settings, dtype=dtype, seed=seed, max_model_len=max_model_len,
-                            multinode=multinode)
+                            multinode=multinode, train_world=train_world)
+        if sleep_mode:  # vLLM allocates weights and KV cache through its cumem pool, which it can free
+            kwargs["enable_sleep_mode"] = True
         with preserved_process_state(keep_env=(IN_PROCESS_ENV,)), self.rng:
             from vllm import LLM
 
@@ -110,6 +140,7 @@ class VllmEngine(Engine):
 
     def push_weights(self, named_tensors) -> dict:
         """Load new weights (HF names) into the running engine, then drop the now-stale prefix cache."""
+        self._check_pushable()
         start = time.perf_counter()
         count = [0]
 
@@ -123,7 +154,25 @@ class VllmEngine(Engine):
             else:  # another process: the pairs travel as one safetensors blob
                 self.llm.collective_rpc("load_safetensors_blob", args=(_to_blob(list(counted())),))
             self.llm.reset_prefix_cache()
+        self._pushed(set(), None)  # the trainer sends every parameter; vLLM's reload maps them to its own
         return {"tensors": count[0], "seconds": time.perf_counter() - start}
+
+    def _sleep(self) -> None:
+        """Sleep level 2: weights and KV cache are discarded (not copied to host memory): the
+        trainer pushes every weight after the step anyway."""
+        with self.rng:
+            self.llm.sleep(level=2)
+
+    def _wake(self, tags: list[str]) -> None:
+        import torch
+        if torch.cuda.is_available():  # the trainer's cached blocks, so vLLM can map its pool again
+            torch.cuda.empty_cache()
+        with self.rng:
+            self.llm.wake_up(tags=tags)
+
+    def placement(self) -> dict:
+        """Where the engine's (first) worker runs, as the worker itself reports it."""
+        return self.llm.collective_rpc(_worker_placement)[0]
 
     def close(self) -> None:
         llm, self.llm = self.llm, None
@@ -134,8 +183,20 @@ class VllmEngine(Engine):
             del llm
 
 
+def _worker_placement(worker) -> dict:
+    """Runs in a vLLM worker (collective_rpc): its rank, local rank and device, its TP and DP rank."""
+    from vllm.distributed import parallel_state
+
+    parallel = worker.vllm_config.parallel_config
+    return {"rank": worker.rank, "local_rank": worker.local_rank, "device": str(worker.device),
+            "tp_rank": parallel_state.get_tensor_model_parallel_rank(),
+            "tp_size": parallel_state.get_tensor_model_parallel_world_size(),
+            "dp_rank": parallel.data_parallel_rank, "dp_size": parallel.data_parallel_size,
+            "executor": parallel.distributed_executor_backend}
+
+
 def llm_kwargs(model_path, settings: EngineSettings, *, dtype: str, seed: int, max_model_len: int,
-               multinode: MultiNode | None) -> dict:
+               multinode: MultiNode | None, train_world: TrainWorld | None = None) -> dict:
     """The `vllm.LLM` / `EngineArgs` arguments of one engine: the leader and the headless nodes of a
     multi-node replica must build the very same engine, so both take them from here."""
     v = settings.vllm
@@ -156,6 +217,9 @@ def llm_kwargs(model_path, settings: EngineSettings, *, dtype: str, seed: int, m
         # rewinds its generator's offset, which CPU generators do not have ("CPU Generator does
         # not use offset"). A token budget that fits every waiting prompt means no chunking.
         kwargs["max_num_batched_tokens"] = v.max_num_seqs * max_model_len
+    if train_world is not None:
+        kwargs.update(distributed_executor_backend="external_launcher",
+                      data_parallel_size=train_world.world // train_world.tensor_parallel_size)
     if multinode is not None:
         kwargs.update(nnodes=multinode.nnodes, node_rank=multinode.node_rank, master_addr=multinode.master_addr,
                       master_port=multinode.master_port, distributed_executor_backend="mp")

@@ -89,3 +89,39 @@ def test_seeded_samples_do_not_depend_on_the_split_or_the_batch(tiny_model_dir, 
     ids = [[s.token_ids for s in g] for g in whole]
     assert ids == [[s.token_ids for s in g] for g in list(first) + list(second)]
     assert len({tuple(t) for g in ids for t in g}) > len(prompts)  # real sampling, not one repeated answer
+
+
+def test_sleep_frees_every_weight_and_the_push_after_wake_brings_them_back(tiny_model_dir, policy, prompts):
+    """Sleep mode on the transformers engine (real, on CPU): asleep, every parameter's storage is gone
+    and nothing may generate or push; woken, the weights hold no values until a push sends all of them
+    (a partial push is refused); after the full push and the KV-cache wake the outputs are the awake
+    engine's. vLLM's own sleep mode needs CUDA (its cumem allocator); the trainer's calls are the same."""
+    seeded = sampling(temperature=1.0, max_tokens=16, seed=3, n=2)
+    engine = build_engine(tiny_model_dir, "hf")
+    before = [[s.token_ids for s in g] for g in engine.generate(prompts, seeded)]
+    full = {n: p.numel() for n, p in engine.model.named_parameters()}
+    engine.sleep()
+    assert engine.asleep == {"weights", "kv_cache"}
+    assert all(p.numel() == 0 for p in engine.model.parameters()) and sum(full.values()) > 0
+    with pytest.raises(RuntimeError, match="generate while asleep"):
+        engine.generate(prompts, seeded)
+    with pytest.raises(RuntimeError, match="push_weights while its weights are asleep"):
+        engine.push_weights(policy.state_dict())
+    engine.wake_up(["weights"])
+    assert {n: p.numel() for n, p in engine.model.named_parameters()} == full
+    with pytest.raises(RuntimeError, match=r"generate while asleep \(\['kv_cache'\]\)"):
+        engine.generate(prompts, seeded)
+    first = next(iter(policy.state_dict().items()))
+    with pytest.raises(RuntimeError, match="woken weights without values"):
+        engine.push_weights([first])
+    engine.push_weights(dict(policy.named_parameters()))  # what the trainer sends: parameters, deduplicated
+    engine.wake_up(["kv_cache"])
+    assert not engine.asleep
+    assert [[s.token_ids for s in g] for g in engine.generate(prompts, seeded)] == before
+    # woken without a push, the weights are uninitialised memory: generating is refused
+    engine.sleep()
+    engine.wake_up(["weights", "kv_cache"])
+    with pytest.raises(RuntimeError, match="woken weights not pushed yet"):
+        engine.generate(prompts, seeded)
+    with pytest.raises(ValueError, match="unknown tags"):
+        engine.wake_up(["everything"])
