@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainError, distributed.CollectiveError) as exc:
         print(f"error: {job.label} ({job.id}): {exc}", file=sys.stderr)
         return 1
+    distributed.shutdown()  # after finish's closing barrier: every rank is done with every collective
     return 0
 
 

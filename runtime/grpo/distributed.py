@@ -215,6 +215,17 @@ def init(use_gpu: bool, *, timeout_minutes: float) -> Dist:
     return Dist(rank, world, local, device)
 
 
+def shutdown() -> None:
+    """Destroy the process groups before the interpreter exits: a gloo group torn down by the
+    interpreter's exit while its threads still run can abort the process ("terminate called without an
+    active exception", SIGABRT), which torchrun reports as a failed rank of a finished job."""
+    global _cpu_group
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _cpu_group = None
+
+
 def deepspeed_config(cfg: TrainJob, *, micro_batch: int, grad_accum: int, world: int) -> dict[str, Any]:
     """The DeepSpeed config for a train job: ZeRO stage/offload, precision, clipping, batch shape.
 

@@ -16,6 +16,7 @@ Everything the stage does is decided by the job config (the spec's resolved stag
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from collections import Counter
@@ -178,14 +179,39 @@ class Trainer:
         inf = self.cfg.inference
         # The in-process vLLM engine re-seeds torch and patches set_num_threads: build it before
         # seeding our own generators (the engine module also isolates those side effects).
+        world = self.dist.world
+        self.tp = inf.rollout.vllm.tensor_parallel_size if inf.rollout.engine == "vllm" else 1
+        if world % self.tp:
+            raise TrainError(f"rollout.vllm.tensor_parallel_size {self.tp} does not divide the {world} ranks; "
+                             "`rlspec check` refuses this spec")
+        # more than one rank (or TP): the vLLM engine joins the training world (external launcher), one
+        # per rank on the rank's own device, in TP groups of consecutive ranks
+        joined = (world, self.tp) if inf.rollout.engine == "vllm" and (world > 1 or self.tp > 1) else None
+        # rollout.sleep_mode (null: on where CUDA is): the engine frees its memory while the trainer trains
+        self.sleep_mode = torch.cuda.is_available() if self.cfg.sleep_mode is None else self.cfg.sleep_mode
+        if self.sleep_mode and inf.rollout.engine == "vllm" and not torch.cuda.is_available():
+            raise TrainError("rollout.sleep_mode: true with the vLLM engine on a machine without CUDA: vLLM has no "
+                             "sleep mode there; `rlspec check` refuses this spec for a CPU train job")
         self.engine = make_engine(self.source, inf.rollout, dtype=inf.dtype, seed=self.cfg.seed,
-                                  max_model_len=inf.max_model_len)
+                                  max_model_len=inf.max_model_len, train_world=joined, sleep_mode=self.sleep_mode)
+        self.placements = distributed.all_gather_objects(
+            {"rank": self.dist.rank, "local_rank": self.dist.local_rank, "device": self.dist.device,
+             "engine": self.engine.placement()})
+        _check_placement(self.placements, self.tp, joined is not None)
+        if self.dist.main:
+            print("rollout engine placement: " + "; ".join(
+                f"rank {p['rank']} -> {p['engine']['device']}" + (
+                    f" (tp {p['engine']['tp_rank']}/{p['engine']['tp_size']}, dp {p['engine']['dp_rank']}/"
+                    f"{p['engine']['dp_size']}, {p['engine']['executor']})" if "tp_rank" in p["engine"] else "")
+                for p in self.placements),
+                  flush=True)
 
     def _setup_models(self):
         from transformers import AutoModelForCausalLM
         # every training forward (policy and reference) attends per sequence (attention.py): no dense mask
         attn = attention.register()
-        model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32, attn_implementation=attn)
+        with _partitioned_load(self.cfg, self.dist.world):
+            model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32, attn_implementation=attn)
         model.config.use_cache = False
         checkpointing = self.alg.gradient_checkpointing
         if checkpointing is None:  # the spec's default: on where memory is scarce (GPUs), off on CPU
@@ -208,6 +234,7 @@ class Trainer:
             self.ref_model.to(self.dist.device).eval().requires_grad_(False)
             ref_note = f"loaded (kl.coef > 0) from {ref_source} (kl.reference {self.alg.kl.reference})"
         print(f"gradient checkpointing: {'on' if checkpointing else 'off'}; "
+              f"engine sleep mode: {'on' if self.sleep_mode else 'off'}; "
               f"reference model: {ref_note}; "
               f"{len(self.records)} prompts ({self.dropped_long} dropped as too long); {self.total_steps} steps; "
               f"world {self.dist.world}", flush=True)
@@ -320,18 +347,24 @@ class Trainer:
         temp = self.temperature.at(epoch)
         batch, timing = self._collect(group, temp)
         fault_point(f"train:step:{self.step + 1}")  # tests: die in the middle of a step
+        if self.sleep_mode:  # the engine's weights and KV cache give their memory to the training phase
+            t_sleep = time.perf_counter()
+            self.engine.sleep()
+            timing["sleep_s"] = time.perf_counter() - t_sleep
         t_roll = time.perf_counter()
         with PhasePeak() as peak:  # the training phase's own peak (the rollout's is reset away)
             stats = self._optimise(batch, group, temp)
         train_tokens = stats.pop("_train_tokens")
         t_train = time.perf_counter()
         self._push_weights()
+        t_pushed = time.perf_counter()
         self.temperature.observe(stats["entropy"])
         return {
             "epoch": epoch, "group_size": group, "temperature": temp, **self._rollout_metrics(batch, timing),
             **stats, "lr": self.scheduler.get_last_lr()[0] if self.scheduler else self.alg.optimizer.lr,
             "train_tokens_per_s": train_tokens / max(t_train - t_roll, 1e-9),
             "time_generate_s": timing["gen_s"], "time_grade_s": timing["grade_s"], "time_train_s": t_train - t_roll,
+            "time_weight_push_s": t_pushed - t_train, "time_engine_sleep_s": timing.get("sleep_s", 0.0),
             "time_step_s": time.perf_counter() - t0,
             "train_peak_rss_gib": peak.host_gib, "train_peak_gpu_gib": peak.gpu_gib,
             "peak_rss_gib": PhasePeak.process_peak_gib,
@@ -408,8 +441,13 @@ class Trainer:
         accuracy tallies) stay identical."""
         global_idx = self.sampler.next_batch(count)
         start, end = _share(len(global_idx), self.dist.rank, self.dist.world)
-        seed = _step_seed(self.cfg.seed, self.step, round_) + start * group
-        part, outcomes = self._rollout(global_idx[start:end], group, temp, seed, timing)
+        # a TP group's engine generates the shares of all its ranks in one call (the same on each rank)
+        first = self.dist.rank - self.dist.rank % self.tp
+        g_start, g_end = _share(len(global_idx), first, self.dist.world)[0], _share(len(global_idx), first + self.tp - 1,
+                                                                                   self.dist.world)[1]
+        seed = _step_seed(self.cfg.seed, self.step, round_) + g_start * group
+        part, outcomes = self._rollout(global_idx[g_start:g_end], group, temp, seed, timing,
+                                       keep=(start - g_start, end - g_start))
         for shard in distributed.all_gather_objects(outcomes):
             for i, all_solved, score_sum in shard:
                 self.sampler.record(i, all_solved, score_sum, group)
@@ -418,28 +456,38 @@ class Trainer:
             part.prompts_by_dataset = dict(Counter(self.dataset_of[i] for i in global_idx))
         return part
 
-    def _rollout(self, idx: list[int], group: int, temp: float, seed: int,
-                 timing: dict) -> tuple[RolloutBatch, list[tuple[int, bool, float]]]:
-        """Sample and grade `group` responses for each prompt in `idx`; also, per prompt, whether
-        every response solved it (for `filter_solved`) and the sum of its grader scores (accuracy)."""
+    def _rollout(self, gen_idx: list[int], group: int, temp: float, seed: int, timing: dict,
+                 keep: tuple[int, int]) -> tuple[RolloutBatch, list[tuple[int, bool, float]]]:
+        """Sample `group` responses for each prompt in `gen_idx` (this rank's TP group's prompts), then
+        grade the ones this rank keeps (`gen_idx[keep[0]:keep[1]]`, its own share); also, per kept prompt,
+        whether every response solved it (for `filter_solved`) and the sum of its grader scores (accuracy)."""
         from rlspec.runtime.rollout import SamplingParams
         from rlspec.runtime.scoring import score
-        if not idx:
+        if not gen_idx:
+            if self.tp > 1:  # a collective: the ranks of TP groups with prompts are checking theirs
+                _check_tp_agreement([], self.dist.rank, self.tp)
             return RolloutBatch(), []
         cfg = self.cfg
         max_tokens = cfg.max_response_tokens
         t0 = time.perf_counter()
         params = SamplingParams(n=group, temperature=temp, top_p=cfg.sampling.top_p, top_k=cfg.sampling.top_k,
                                 max_tokens=max_tokens, stop=tuple(cfg.sampling.stop), seed=seed)
-        generations = self.engine.generate([self.prompt_ids[i] for i in idx], params)
+        generations = self.engine.generate([self.prompt_ids[i] for i in gen_idx], params)
+        if self.tp > 1:
+            _check_tp_agreement(generations, self.dist.rank, self.tp)
+        idx = gen_idx[keep[0]:keep[1]]
+        kept = list(generations)[keep[0]:keep[1]]
         t1 = time.perf_counter()
-        samples = [s for g in generations for s in g]
+        if not idx:
+            timing["gen_s"] += t1 - t0
+            return RolloutBatch(), []
+        samples = [s for g in kept for s in g]
         recs = [self.records[i] for i in idx for _ in range(group)]
         doms = [self.domains[i] for i in idx for _ in range(group)]
         grades = score(recs, [s.text for s in samples], cfg.grading, domains=doms)
         timing["gen_s"] += t1 - t0
         timing["grade_s"] += time.perf_counter() - t1
-        timing["gen_tokens"] += generations.timing.generated_tokens
+        timing["gen_tokens"] += sum(len(s.token_ids) for s in samples)  # this rank's share (TP groups share calls)
         scores = [g.reward for g in grades]  # accuracy reads these; the advantage the mapped rewards
         lengths = [len(s.token_ids) for s in samples]
         truncated = [s.finish_reason == "length" for s in samples]
@@ -655,8 +703,15 @@ class Trainer:
         return state
 
     def _push_weights(self) -> None:
+        """The new weights into the engine; an engine asleep (sleep mode) wakes its weights first and
+        its KV cache only after the push, so the two never need their memory at once."""
+        asleep = bool(self.engine.asleep)
+        if asleep:
+            self.engine.wake_up(["weights"])
         weightsync.push_weights(self.policy, self.engine, zero3=self.cfg.deepspeed.zero_stage == 3,
                                 lora_scale=lora.scale(self.cfg.lora) if self.cfg.lora is not None else None)
+        if asleep:
+            self.engine.wake_up(["kv_cache"])
 
     def _check_health(self, m: dict[str, Any]) -> None:
         """Rates are over every generated rollout; "never solves" reads the grader's score, since
@@ -725,7 +780,8 @@ class Trainer:
                 "stage": self.cfg.stage, "steps": self.step, "steps_asked": self.total_steps, "prompts": len(self.records),
                 "prompts_dropped_too_long": self.dropped_long,
                 "prompts_dropped_above_accuracy": self.dropped_accurate, "reward_first": rewards[0] if rewards else None,
-                "reward_last": rewards[-1] if rewards else None, "model": "model"})
+                "reward_last": rewards[-1] if rewards else None, "model": "model",
+                "engine_placement": self.placements})
             self.tracker.summary({"reward_first": rewards[0] if rewards else None,
                                   "reward_last": rewards[-1] if rewards else None})
         self.tracker.close()
@@ -755,6 +811,55 @@ def _lr_lambda(opt: Optimizer, total_of, per_batch: int):
 
 def _step_seed(seed: int, step: int, round_: int) -> int:
     return (seed * 1_000_003 + step * 10_007 + round_ * 7_919) % (2**31 - 1 - 10**7)
+
+
+@contextlib.contextmanager
+def _partitioned_load(cfg: TrainJob, world: int):
+    """ZeRO-3 without LoRA: load the policy under `deepspeed.zero.Init` (transformers does when an
+    `HfDeepSpeedConfig` of stage 3 is alive), so each parameter is partitioned over the ranks as it is
+    created and no GPU ever holds the whole 16-bit model (without it DeepSpeed moves the whole model to
+    every GPU before partitioning it: 61 GiB for a 32B model, beside the engine's share). The config
+    lives only for this load: the reference model is a plain module (no ZeRO hooks run its forward).
+    With LoRA the model is loaded whole (PEFT wraps modules that must exist in full first)."""
+    if cfg.deepspeed.zero_stage != 3 or cfg.lora is not None:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    keep = HfDeepSpeedConfig(distributed.deepspeed_config(cfg, micro_batch=cfg.algorithm.micro_batch_size,
+                                                          grad_accum=1, world=world))
+    try:
+        yield
+    finally:
+        del keep  # transformers holds it by weak reference: gone, later loads are plain again
+
+
+def _check_placement(placements: list[dict], tp: int, joined: bool) -> None:
+    """Every rank's engine runs where its rank does, by the engine's own report: on the rank's device,
+    and, joined to the training world, as the rank's own worker in TP group rank // tp (a uni-process
+    vLLM executor would put every rank's engine on device 0)."""
+    for p in placements:
+        e = p["engine"]
+        if p["device"].startswith("cuda") and e["device"] != p["device"]:
+            raise TrainError(f"rank {p['rank']}: the rollout engine runs on {e['device']} but the rank trains on "
+                             f"{p['device']}; each engine must share its rank's GPU")
+        if not joined:
+            continue
+        want = {"rank": p["rank"], "local_rank": p["local_rank"], "tp_size": tp, "tp_rank": p["rank"] % tp,
+                "dp_rank": p["rank"] // tp}
+        got = {k: e.get(k) for k in want}
+        if got != want:
+            raise TrainError(f"rank {p['rank']}: the rollout engine's worker reports {got}, expected {want}")
+
+
+def _check_tp_agreement(generations, rank: int, tp: int) -> None:
+    """The ranks of a TP group ran one engine call together: their samples must be the same, or the
+    group's ranks would train on different copies of the same prompts."""
+    digest = hash(tuple(tuple(s.token_ids) for g in generations for s in g))
+    digests = distributed.all_gather_objects(digest)
+    first = rank - rank % tp
+    if len(set(digests[first:first + tp])) != 1:
+        raise TrainError(f"the TP group of ranks {first}-{first + tp - 1} generated different samples for the same "
+                         "prompts: its engines are out of step")
 
 
 def _share(n: int, rank: int, world: int) -> tuple[int, int]:

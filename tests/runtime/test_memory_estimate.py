@@ -15,13 +15,14 @@ CPU caveats: fp32 everywhere, so the formula is checked at 4 bytes per value (th
 same formula at 2 bytes, plus the RMSNorm's fp32 upcast, which fp32 makes a no-op); glibc's malloc,
 not CUDA's caching allocator: the child fixes glibc's mmap threshold (`MALLOC_MMAP_THRESHOLD_`) so a
 freed tensor goes back to the OS and RSS follows live memory (without it RSS kept ~35 MB of freed
-blocks, varying run to run); CPU SDPA kernels instead of flash attention (neither stores the
-(heads x seq x seq) scores); no DeepSpeed buffers and no fragmentation, which the GPU adds.
+blocks, varying run to run); the trainer's attention (`runtime/grpo/attention.py`) on CPU SDPA's flash
+kernel instead of CUDA's (neither stores the (heads x seq x seq) scores); no DeepSpeed buffers and no
+fragmentation, which the GPU adds.
 
 Tolerance: the estimate must be within 20% of the measured peak, and the memory gradient
-checkpointing saves within 35% of the measured saving. Measured when written (one thread, load ~2,
-printed with each case): the estimate was 4-8% below the measured peak in all four cases, and the
-saving 4-12% below the measured one (docs/memory.md has the numbers).
+checkpointing saves within 35% of the measured saving. Last measured (one thread, load ~2.5, printed
+with each case, with the trainer's per-sequence attention): the estimate was 2.5-6% below the measured
+peak in all four cases (docs/memory.md has the numbers).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ CHILD = r"""
 import gc, json, sys
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
+from rlspec.runtime.grpo import attention
 from rlspec.runtime.grpo.chunked import response_logprobs
 
 torch.set_num_threads(1)
@@ -62,7 +64,9 @@ def status(key):
 
 
 def model_of(shape, checkpointing):
-    cfg = Qwen2Config(**shape, max_position_embeddings=4096, tie_word_embeddings=True, attn_implementation="sdpa")
+    # the trainer's attention (per-sequence SDPA, no mask, K/V at the KV heads' size): what the estimate counts
+    cfg = Qwen2Config(**shape, max_position_embeddings=4096, tie_word_embeddings=True,
+                      attn_implementation=attention.register())
     model = Qwen2ForCausalLM(cfg)
     model.config.use_cache = False
     if checkpointing:

@@ -116,6 +116,8 @@ SPLIT = textwrap.dedent("""\
               for i in mine for j in range(4)]
     log.offer(1, mine, responses, grades, [g.reward for g in grades])
     log.write(1)
+    if world > 1:
+        distributed.shutdown()  # as the train program ends: no gloo teardown race at exit
     """)
 
 

@@ -111,6 +111,15 @@ def test_two_deepspeed_ranks_match_one(tmp_path, tiny_model_dir, engine):
         assert out.returncode == 0, out.stderr[-3000:]
         assert f"world {ranks}" in out.stdout
         runs[ranks] = (metrics(build, job), weights(job_dir(build, job) / "model"))
+        placement = json.loads((job_dir(build, job) / "done.json").read_text())["engine_placement"]
+        assert [(p["rank"], p["local_rank"], p["engine"]["device"]) for p in placement] == \
+            [(r, r, "cpu") for r in range(ranks)]
+        if engine == "vllm" and ranks == 2:
+            # each rank's engine is its own worker inside the training world (vLLM's external launcher),
+            # as the worker itself reports: stands in for one engine per GPU of a node
+            assert [(p["engine"]["rank"], p["engine"]["local_rank"], p["engine"]["tp_size"], p["engine"]["dp_rank"],
+                     p["engine"]["executor"]) for p in placement] == [(0, 0, 1, 0, "external_launcher"),
+                                                                     (1, 1, 1, 1, "external_launcher")]
     (m1, w1), (m2, w2) = runs[1], runs[2]
     assert [r["reward_mean"] for r in m1] == [r["reward_mean"] for r in m2]
     assert [r["loss"] for r in m2] == pytest.approx([r["loss"] for r in m1], rel=1e-4, abs=1e-6)
@@ -277,3 +286,51 @@ def test_a_stop_signal_checkpoints_at_the_step_boundary_and_the_rerun_resumes(tm
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"resumed from step-{stopped_at:06d}" in resumed.stdout
         assert (folder / "model" / "model.safetensors").read_bytes() == reference, sig.name
+
+
+def test_tensor_parallel_rollout_on_two_ranks_matches_one(tmp_path, tiny_model_dir):
+    """`rollout.vllm.tensor_parallel_size: 2` on 2 gloo ranks: one engine split over a TP group of both
+    training ranks (vLLM's external launcher over the torch world DeepSpeed made), both ranks asking it
+    for the group's prompts and keeping their own share. Stands in for TP groups of a node's GPUs over
+    NCCL. The TP shards' partial sums change float rounding only, so the samples, rewards and the
+    trained weights are those of 1 rank with an unsplit engine."""
+    runs = {}
+    for ranks, tp in ((1, 1), (2, 2)):
+        text = spec_text(tiny_model_dir, engine="vllm", steps=2, ranks=ranks, every=10).replace(
+            "vllm: {kv_cache_memory_bytes:", f"vllm: {{tensor_parallel_size: {tp}, kv_cache_memory_bytes:")
+        build, job = compile_and_curate(tmp_path / f"tp{tp}", text)
+        assert json.loads(job.read_text())["config"]["inference"]["rollout"]["vllm"]["tensor_parallel_size"] == tp
+        out = run_train(build, job, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        done = json.loads((job_dir(build, job) / "done.json").read_text())
+        runs[tp] = (metrics(build, job), weights(job_dir(build, job) / "model"), done["engine_placement"])
+    (m1, w1, _), (m2, w2, placement) = runs[1], runs[2]
+    assert [(p["engine"]["rank"], p["engine"]["tp_rank"], p["engine"]["tp_size"], p["engine"]["dp_size"])
+            for p in placement] == [(0, 0, 2, 1), (1, 1, 2, 1)]
+    assert [r["reward_mean"] for r in m1] == [r["reward_mean"] for r in m2]
+    assert [r["loss"] for r in m2] == pytest.approx([r["loss"] for r in m1], rel=1e-4, abs=1e-6)
+    for name in w1:
+        assert torch.allclose(w1[name], w2[name], atol=1e-5), name
+
+
+def test_sleep_mode_frees_the_engine_and_changes_no_number(tmp_path, tiny_model_dir):
+    """`rollout.sleep_mode: true` with the transformers engine (real, on CPU): every step the engine
+    frees its weights after generating and gets them back through the weight push; the run's rewards,
+    losses and weights are bit-identical to the run without sleep mode. (vLLM's sleep mode needs CUDA;
+    the trainer makes the same calls on it.)"""
+    runs = {}
+    for sleep in (False, True):
+        text = spec_text(tiny_model_dir, engine="hf", steps=3, every=10).replace(
+            "  temperature: 1.0\n", f"  temperature: 1.0\n  sleep_mode: {str(sleep).lower()}\n", 1)
+        build, job = compile_and_curate(tmp_path / f"sleep-{sleep}", text)
+        assert json.loads(job.read_text())["config"]["sleep_mode"] is sleep
+        out = run_train(build, job)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"engine sleep mode: {'on' if sleep else 'off'}" in out.stdout
+        runs[sleep] = (metrics(build, job), weights(job_dir(build, job) / "model"))
+    (m_off, w_off), (m_on, w_on) = runs[False], runs[True]
+    keys = ("reward_mean", "loss", "response_len_mean", "entropy")
+    assert [[r[k] for k in keys] for r in m_on] == [[r[k] for k in keys] for r in m_off]
+    assert all(r["time_engine_sleep_s"] > 0 for r in m_on) and all(r["time_engine_sleep_s"] == 0 for r in m_off)
+    for name in w_off:
+        assert torch.equal(w_off[name], w_on[name]), name
