@@ -71,8 +71,10 @@ def job_dir(build: Path, kind: str) -> Path:
 
 
 def running(build: Path, kind: str) -> bool:
+    """Some job of `kind` has started (its log exists) and not finished (no done.json). Any job, not
+    the first by id: the bench of the initial model may have finished in an earlier run."""
     logs = list((build / "logs" / kind).glob("*.log")) if (build / "logs" / kind).is_dir() else []
-    return bool(logs) and not (job_dir(build, kind) / "done.json").exists()
+    return any(not (build / "results" / kind / log.stem / "done.json").exists() for log in logs)
 
 
 def steps_logged(build: Path) -> int:
