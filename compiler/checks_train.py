@@ -166,6 +166,14 @@ def ranks_fit_the_gpus(spec: Spec):
                     f"set ranks_per_node to at most {train.gpus} (or leave it unset: one rank per GPU)")
 
 
+def _sharing(stage, hits: list, value, top) -> list[str]:
+    """The stages one message names: all the `hits` (stage, value) that may inherit the top-level value
+    `top` when this stage's `value` is it (validate reports them once, at the top-level line), else
+    this stage alone."""
+    same = [s.name for s, v in hits if v == value == top]
+    return same if stage.name in same else [stage.name]
+
+
 @rule
 def colocated_tensor_parallel_groups_fit_a_node(spec: Spec):
     """A train stage's vLLM engine joins the training world (vLLM's external launcher): TP groups of
@@ -180,7 +188,7 @@ def colocated_tensor_parallel_groups_fit_a_node(spec: Spec):
     for i, stage, tp in split:
         # the stages that inherit one top-level value share one message, so the line that sets it is
         # reported once, naming them all
-        same = [s.name for _, s, n in split if n == tp == spec.rollout.vllm.tensor_parallel_size] or [stage.name]
+        same = _sharing(stage, [(s, n) for _, s, n in split], tp, spec.rollout.vllm.tensor_parallel_size)
         named = (f"engine of stage {same[0]!r}" if len(same) == 1 else
                  "engines of stages " + ", ".join(map(repr, same)))
         fits = [d for d in range(1, per_node + 1) if per_node % d == 0]
@@ -199,13 +207,11 @@ def sleep_mode_needs_a_gpu_with_vllm(spec: Spec):
         return
     asleep = [(i, stage) for i, stage in enumerate(spec.stages)
               if stage.rollout.engine == "vllm" and stage.rollout.sleep_mode]
-    inherited = [stage.name for _, stage in asleep] if spec.rollout.sleep_mode else []
     for i, stage in asleep:
-        if inherited and stage.name != inherited[0] and stage.name in inherited:
-            continue  # one message at the top-level line the stages inherit, naming them all
-        named = ", ".join(map(repr, inherited)) if inherited and stage.name == inherited[0] else repr(stage.name)
+        same = _sharing(stage, [(s, True) for _, s in asleep], True, spec.rollout.sleep_mode)
+        named = ", ".join(map(repr, same))
         yield Issue(("stages", i, "rollout", "sleep_mode"), f"sleep_mode: true with the vLLM engine of stage"
-                    f"{'s' if ', ' in named else ''} {named} on a CPU train job (resources.train.gpus: 0): vLLM's "
+                    f"{'s' if len(same) > 1 else ''} {named} on a CPU train job (resources.train.gpus: 0): vLLM's "
                     "sleep mode frees GPU memory through CUDA and vLLM refuses it on CPU; set sleep_mode: false "
                     "(or null: on only where the train job has GPUs), or rollout.engine: hf")
 

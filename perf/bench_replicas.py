@@ -137,17 +137,19 @@ def main(argv=None) -> None:
     print(f"\n2 replicas / 1 (best of {args.repeats}): {ratio:.2f}x over the sampling phase "
           f"({medians[2] / medians[1]:.2f}x median), "
           f"{rows[1]['job_tok_s'] / rows[0]['job_tok_s']:.2f}x over the whole job; same results: {same}")
+    load_end = os.getloadavg()
     report = {
         "peer": "the same bench job with 1 engine replica (in-process engine, OMP_NUM_THREADS=1), same prompts, same run",
         "ours": rows[1]["sample_tok_s"], "theirs": rows[0]["sample_tok_s"],
         "unit": "generated tokens/s over the sampling phase (results.json wall_s.sample_s), best of repeats",
         "ratio": ratio, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load": {"start": list(load_start), "end": list(load_end)},  # 1, 5, 15-minute load averages
         "details": {"engine": args.engine, "problems": args.problems, "k": args.k, "max_tokens": args.max_tokens,
                     "model": "tinymodel.TinyModelConfig() (~0.3 M parameters)", "same_results": same,
                     "job_ratio": rows[1]["job_tok_s"] / rows[0]["job_tok_s"], "best_runs": rows,
                     "ratio_median": medians[2] / medians[1], "repeats": args.repeats,
                     "all_sample_tok_s": {str(n): [round(t["sample_tok_s"]) for t in tries[n]] for n in (1, 2)},
-                    "cpus": os.cpu_count(), "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg(),
+                    "cpus": os.cpu_count(), "loadavg_at_start": load_start, "loadavg_at_end": load_end,
                     "python": sys.version.split()[0]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -442,9 +442,8 @@ class Trainer:
         global_idx = self.sampler.next_batch(count)
         start, end = _share(len(global_idx), self.dist.rank, self.dist.world)
         # a TP group's engine generates the shares of all its ranks in one call (the same on each rank)
-        first = self.dist.rank - self.dist.rank % self.tp
-        g_start, g_end = _share(len(global_idx), first, self.dist.world)[0], _share(len(global_idx), first + self.tp - 1,
-                                                                                   self.dist.world)[1]
+        # (its ranks' shares, contiguous: the share of TP group rank // tp among world // tp groups)
+        g_start, g_end = _share(len(global_idx), self.dist.rank // self.tp, self.dist.world // self.tp)
         seed = _step_seed(self.cfg.seed, self.step, round_) + g_start * group
         part, outcomes = self._rollout(global_idx[g_start:g_end], group, temp, seed, timing,
                                        keep=(start - g_start, end - g_start))

@@ -99,3 +99,14 @@ def test_a_stage_override_is_refused_at_the_stage(write_spec):
 def test_the_hf_engine_ignores_the_vllm_block(write_spec):
     text = MINI + "rollout:\n  engine: hf\n  vllm: {tensor_parallel_size: 3}\n" + ON_GPUS
     assert not [e for e in errors_of(write_spec, text) if e.path[-1] == "tensor_parallel_size"]
+
+
+def test_vllm_sleep_mode_on_a_cpu_train_job_is_refused_where_it_is_written(write_spec):
+    text = MINI + "rollout:\n  sleep_mode: true\n"
+    found = [e for e in errors_of(write_spec, text) if e.path[-1] == "sleep_mode"]
+    assert [(e.path, e.loc.line) for e in found] == [(("rollout", "sleep_mode"), line_of(text, "sleep_mode: true"))]
+    assert found[0].message.startswith("sleep_mode: true with the vLLM engine of stages 's1', 's2' on a CPU train job")
+    assert "set sleep_mode: false" in found[0].message
+    # on GPUs, with the hf engine, or null (the default): accepted
+    for ok in (text + ON_GPUS, MINI + "rollout:\n  engine: hf\n  sleep_mode: true\n", MINI):
+        assert not [e for e in errors_of(write_spec, ok) if e.path[-1] == "sleep_mode"]

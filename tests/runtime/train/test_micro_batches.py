@@ -115,14 +115,23 @@ def test_packed_row_matches_the_padded_batch(model_dir):
     assert plp.shape == lp.shape
     torch.testing.assert_close(plp, lp, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(pent, ent, rtol=1e-6, atol=1e-6)
-    g_plain, g_packed = grads(plain), grads(packed_model)
-    assert g_plain.keys() == g_packed.keys() and g_plain
-    for name in g_plain:
-        torch.testing.assert_close(g_packed[name], g_plain[name], rtol=1e-6, atol=1e-6, msg=name)
+    assert_same_grads(grads(packed_model), grads(plain), "packed")
     # the same row with running positions lets later sequences attend to earlier ones: it must differ
+    assert_running_positions_leak(load(model_dir), row, ptgt, pmask, mask, lp)
+
+
+def assert_same_grads(got: dict, want: dict, what: str) -> None:
+    assert got.keys() == want.keys() and want
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-6, msg=f"{what} {name}")
+
+
+def assert_running_positions_leak(model, row, ptgt, pmask, mask, lp) -> None:
+    """One running position sequence over the packed row makes it one sequence: later sequences
+    attend to earlier ones, so the log-probs must differ from the per-sequence ones (`lp`)."""
     running = torch.arange(row.shape[1])[None]
-    leak, _ = response_logprobs(load(model_dir), row, None, ptgt, pmask, TEMP, 4, position_ids=running,
-                                out_mask=mask, grad=False)
+    leak, _ = response_logprobs(model, row, None, ptgt, pmask, TEMP, 4, position_ids=running, out_mask=mask,
+                                grad=False)
     assert (leak - lp).abs().max() > 1e-3
 
 
@@ -169,15 +178,8 @@ def test_varlen_attention_matches_transformers_sdpa_in_both_layouts(model_dir, c
         loss_of(*out, mask).backward()
         torch.testing.assert_close(out[0], lp, rtol=1e-6, atol=1e-6, msg=layout)
         torch.testing.assert_close(out[1], ent, rtol=1e-6, atol=1e-6, msg=layout)
-        g = grads(model)
-        assert g.keys() == g_ref.keys()
-        for name in g_ref:
-            torch.testing.assert_close(g[name], g_ref[name], rtol=1e-6, atol=1e-6, msg=f"{layout} {name}")
-    # running positions make the whole row one sequence: later sequences see earlier ones, and differ
-    running = torch.arange(row.shape[1])[None]
-    leak, _ = response_logprobs(load_varlen(model_dir), row, None, ptgt, pmask, TEMP, 4, position_ids=running,
-                                out_mask=mask, grad=False)
-    assert (leak - lp).abs().max() > 1e-3
+        assert_same_grads(grads(model), g_ref, layout)
+    assert_running_positions_leak(load_varlen(model_dir), row, ptgt, pmask, mask, lp)
 
 
 def test_varlen_attention_refuses_masks_it_cannot_serve(model_dir):
